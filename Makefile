@@ -1,0 +1,29 @@
+# make demo: the whole main job on the embedded synthetic data. make test: lint + tests.
+# Both create .venv and install the package; re-installation happens only when setup.py
+# changes (the stamp file is older than setup.py).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo lint venv clean
+
+$(STAMP): setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+test: lint
+	$(PY) -m pytest -q tests
+
+demo: $(STAMP)
+	$(PY) -m conversion.demo --out_dir=runs/demo
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache

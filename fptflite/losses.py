@@ -1,0 +1,88 @@
+"""Heatmap losses: regressive cross-entropy (FasterPose) and weighted MSE (SimpleBaseline).
+
+Per-keypoint weights (visibility) enter as Keras ``sample_weight`` of shape [N, 1, 1, K]
+(the training pipeline yields them so); [N, K] is accepted and reshaped. Both losses return
+the weighted mean over N, H, W and K: sum(w * l) / (N * H * W * K), so a keypoint with
+weight 0 contributes nothing and does not change the normaliser (as in SimpleBaseline).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tf_keras as keras
+
+RCE_EPSILON = 1e-6
+
+
+def _weights_like(sample_weight, y_pred: tf.Tensor):
+    if sample_weight is None:
+        return None
+    w = tf.convert_to_tensor(sample_weight, dtype=y_pred.dtype)
+    if w.shape.rank == 2:  # [N, K] -> [N, 1, 1, K]
+        w = w[:, tf.newaxis, tf.newaxis, :]
+    return w
+
+
+class _HeatmapLoss(keras.losses.Loss):
+    """Element-wise heatmap loss with [N, K] or [N, 1, 1, K] keypoint weights."""
+
+    def __init__(self, name: str, reduction=keras.losses.Reduction.SUM_OVER_BATCH_SIZE):
+        super().__init__(name=name, reduction=reduction)
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        y_pred = tf.convert_to_tensor(y_pred)
+        return super().__call__(y_true, y_pred, _weights_like(sample_weight, y_pred))
+
+
+@keras.utils.register_keras_serializable(package="fptflite")
+class RegressiveCrossEntropy(_HeatmapLoss):
+    """Regressive cross-entropy: binary cross-entropy with continuous targets in [0, 1].
+
+    loss = -(y log p + (1 - y) log(1 - p)), averaged with keypoint weights over N, H, W, K.
+
+    Args:
+        epsilon: p is clipped to [epsilon, 1 - epsilon] so that p = 0 and p = 1 give finite
+            values (and gradients) instead of inf/NaN. Default 1e-6, well below the smallest
+            non-zero step of an int8 sigmoid output (1/256).
+
+    Call args:
+        y_true: [N, H, W, K] Gaussian targets in [0, 1].
+        y_pred: [N, H, W, K] sigmoid probabilities.
+        sample_weight: [N, K] or [N, 1, 1, K] keypoint weights.
+    """
+
+    def __init__(self, epsilon: float = RCE_EPSILON, name: str = "rce", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.epsilon = float(epsilon)
+
+    def call(self, y_true, y_pred):
+        y_true = tf.cast(y_true, y_pred.dtype)
+        p = tf.clip_by_value(y_pred, self.epsilon, 1.0 - self.epsilon)
+        return -(y_true * tf.math.log(p) + (1.0 - y_true) * tf.math.log(1.0 - p))
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
+@keras.utils.register_keras_serializable(package="fptflite")
+class WeightedMSE(_HeatmapLoss):
+    """SimpleBaseline's JointsMSELoss: 0.5 * weighted mean of (y_pred - y_true)^2.
+
+    Call args as for ``RegressiveCrossEntropy``; with 0/1 weights this equals SimpleBaseline's
+    0.5 * MSE(w * pred, w * gt).
+    """
+
+    def __init__(self, name: str = "weighted_mse", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        return 0.5 * tf.square(y_pred - tf.cast(y_true, y_pred.dtype))
+
+
+def loss_for_head(head: str) -> keras.losses.Loss:
+    """The loss each head is trained with: RCE for FasterPose, MSE for SimpleBaseline."""
+    if head == "fasterpose":
+        return RegressiveCrossEntropy()
+    if head == "simplebaseline":
+        return WeightedMSE()
+    raise ValueError(f"unknown head {head!r}")

@@ -1,0 +1,154 @@
+"""The model zoo: FasterPose (LR features + depth-to-space) and SimpleBaseline (deconvs)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import tensorflow as tf
+import tf_keras as keras
+
+from fptflite.keypoints import NUM_KEYPOINTS
+from fptflite.models.backbones import BACKBONES, build_backbone
+from fptflite.models.layers import DepthToSpace
+
+HEATMAP_STRIDE = 4  # heatmaps are always at stride 4 of the input crop
+
+
+@dataclasses.dataclass(frozen=True)
+class ZooEntry:
+    """One named model: which head on which backbone.
+
+    Attributes:
+        head: "fasterpose" (sigmoid heatmaps, RCE loss) or "simplebaseline" (linear, MSE).
+        backbone: a key of ``fptflite.models.backbones.BACKBONES``.
+        description: one line for ``--list``.
+    """
+
+    head: str
+    backbone: str
+    description: str
+
+    @property
+    def output_activation(self) -> str:
+        return "sigmoid" if self.head == "fasterpose" else "linear"
+
+
+MODELS: dict[str, ZooEntry] = {
+    "fasterpose_r50": ZooEntry("fasterpose", "r50", "FasterPose, ResNet-50"),
+    "fasterpose_r101": ZooEntry("fasterpose", "r101", "FasterPose, ResNet-101"),
+    "fasterpose_r152": ZooEntry("fasterpose", "r152", "FasterPose, ResNet-152"),
+    "fasterpose_mnv2": ZooEntry("fasterpose", "mnv2", "FasterPose, MobileNetV2 1.0"),
+    "fasterpose_mnv2_050": ZooEntry("fasterpose", "mnv2_050", "FasterPose, MobileNetV2 0.5"),
+    "fasterpose_mnv2_035": ZooEntry("fasterpose", "mnv2_035", "FasterPose, MobileNetV2 0.35"),
+    "simplebaseline_r50": ZooEntry("simplebaseline", "r50", "SimpleBaseline, ResNet-50"),
+    "simplebaseline_r101": ZooEntry("simplebaseline", "r101", "SimpleBaseline, ResNet-101"),
+    "simplebaseline_r152": ZooEntry("simplebaseline", "r152", "SimpleBaseline, ResNet-152"),
+    "simplebaseline_mnv2": ZooEntry("simplebaseline", "mnv2", "SimpleBaseline, MobileNetV2 1.0"),
+}
+
+
+def get_entry(name: str) -> ZooEntry:
+    """Returns the zoo entry for ``name`` or raises a ValueError listing the valid names."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model name {name!r}; choose one of {sorted(MODELS)}")
+    return MODELS[name]
+
+
+def _check_input_size(input_size: Sequence[int]) -> tuple[int, int]:
+    if len(input_size) != 2:
+        raise ValueError(f"input_size must be (height, width), got {input_size}")
+    h, w = (int(v) for v in input_size)
+    if h <= 0 or w <= 0 or h % 32 or w % 32:
+        raise ValueError(
+            f"input_size (height, width) = ({h}, {w}) must be positive multiples of 32 "
+            "(the backbone's output stride)")
+    return h, w
+
+
+def build_model(
+    name: str,
+    input_size: Sequence[int] = (256, 192),
+    num_keypoints: int = NUM_KEYPOINTS,
+    backbone_weights: str | None = None,
+    feature_stride: int = 32,
+    neck_channels: int = 0,
+) -> keras.Model:
+    """Builds a zoo model.
+
+    Args:
+        name: a key of ``MODELS`` (see ``python -m fptflite.models --list``).
+        input_size: (H, W) of the input crop, both multiples of 32.
+        num_keypoints: K, number of heatmaps.
+        backbone_weights: None (random init, logged), "imagenet" (needs internet) or a local
+            keras.applications ``.h5`` weights file.
+        feature_stride: FasterPose only: 32 (LR features, r = 8) or 16 (r = 4).
+        neck_channels: FasterPose only: width of an optional 3x3 conv-BN-ReLU before the
+            1x1 head conv; 0 means none (the default, lightest head).
+
+    Returns:
+        A functional keras.Model: input "image" [N, H, W, 3] float RGB pixels in [0, 255],
+        output "heatmaps" [N, H/4, W/4, K] (sigmoid probabilities for FasterPose, linear
+        for SimpleBaseline).
+    """
+    entry = get_entry(name)
+    h, w = _check_input_size(input_size)
+    if int(num_keypoints) < 1:
+        raise ValueError(f"num_keypoints must be >= 1, got {num_keypoints}")
+    if entry.head == "simplebaseline" and (feature_stride != 32 or neck_channels):
+        raise ValueError("feature_stride and neck_channels apply to FasterPose models only")
+    if neck_channels < 0:
+        raise ValueError(f"neck_channels must be >= 0, got {neck_channels}")
+    image = keras.Input((h, w, 3), name="image")
+    features = build_backbone(entry.backbone, image, feature_stride, backbone_weights)
+    if entry.head == "fasterpose":
+        heatmaps = fasterpose_head(features, num_keypoints, feature_stride // HEATMAP_STRIDE,
+                                   neck_channels)
+    else:
+        heatmaps = simplebaseline_head(features, num_keypoints)
+    return keras.Model(image, heatmaps, name=name)
+
+
+def fasterpose_head(features: tf.Tensor, num_keypoints: int, block_size: int,
+                    neck_channels: int = 0) -> tf.Tensor:
+    """FasterPose head: [N, h, w, C] -> [N, h*r, w*r, K] sigmoid heatmaps, no upsampling convs.
+
+    The 1x1 conv predicts K*r*r channels; ``DepthToSpace(r)`` rearranges them into space.
+    Its bias starts at the logit of the mean target value (a Gaussian of sigma 2 covers about
+    25 of 3072 heatmap pixels), so training does not start by unlearning p = 0.5 everywhere.
+    """
+    x = features
+    if neck_channels:
+        x = keras.layers.Conv2D(neck_channels, 3, padding="same", use_bias=False,
+                                name="neck_conv")(x)
+        x = keras.layers.BatchNormalization(name="neck_bn")(x)
+        x = keras.layers.ReLU(name="neck_relu")(x)
+    prior = 2.0 * math.pi * 2.0**2 / (64 * 48)
+    x = keras.layers.Conv2D(
+        num_keypoints * block_size**2, 1, name="head_conv",
+        kernel_initializer=keras.initializers.RandomNormal(stddev=0.001),
+        bias_initializer=keras.initializers.Constant(math.log(prior / (1 - prior))))(x)
+    x = DepthToSpace(block_size, name="depth_to_space")(x)
+    return keras.layers.Activation("sigmoid", name="heatmaps")(x)
+
+
+def simplebaseline_head(features: tf.Tensor, num_keypoints: int,
+                        deconv_channels: int = 256, num_deconvs: int = 3) -> tf.Tensor:
+    """SimpleBaseline head: 3 x (Conv2DTranspose 4x4 s2, BN, ReLU), then a 1x1 conv."""
+    x = features
+    for i in range(num_deconvs):
+        x = keras.layers.Conv2DTranspose(deconv_channels, 4, strides=2, padding="same",
+                                         use_bias=False, name=f"deconv{i + 1}")(x)
+        x = keras.layers.BatchNormalization(name=f"deconv{i + 1}_bn")(x)
+        x = keras.layers.ReLU(name=f"deconv{i + 1}_relu")(x)
+    return keras.layers.Conv2D(num_keypoints, 1, name="heatmaps",
+                               kernel_initializer=keras.initializers.RandomNormal(stddev=0.001))(x)
+
+
+def zoo_names() -> list[str]:
+    return list(MODELS)
+
+
+def backbone_keys() -> list[str]:
+    return list(BACKBONES)

@@ -1,0 +1,24 @@
+"""fptflite: FasterPose in Keras, shipped as an int8 TensorFlow Lite model."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="fptflite",
+    version="0.1.0",
+    description="Train FasterPose in Keras and ship it as a verified int8 TFLite model.",
+    packages=find_packages(include=["fptflite", "fptflite.*", "training", "conversion",
+                                    "benchmarks"]),
+    python_requires=">=3.10,<3.13",
+    install_requires=[
+        "tensorflow==2.21.0",
+        "tf-keras==2.21.0",
+        "tensorflow-model-optimization==0.8.1",
+        "ai-edge-litert==2.3.0",
+        "numpy==2.4.6",
+        "opencv-python-headless==5.0.0.93",
+        "pycocotools==2.0.11",
+        "absl-py==1.4.0",
+        "matplotlib==3.11.2",
+    ],
+    extras_require={"test": ["pytest==9.2.0", "ruff==0.17.5"]},
+)

@@ -1,0 +1,31 @@
+"""Shared fixtures. Importing fptflite first selects tf_keras before TensorFlow loads."""
+
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+import fptflite  # noqa: F401  (must precede tensorflow)
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = pathlib.Path(os.environ.get("FPTFLITE_SHARED_DATA", REPO.parent / "shared" / "data"))
+COCO_SAMPLE = SHARED_DATA / "coco_val2017_sample"
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def coco_sample():
+    """Paths of the real COCO val2017 sample in ../shared/data (skips where it is absent)."""
+    ann = COCO_SAMPLE / "person_keypoints_sample.json"
+    if not ann.is_file():
+        pytest.skip(f"real COCO sample not found at {COCO_SAMPLE} (../shared/data is absent)")
+    return {
+        "ann_file": str(ann),
+        "image_dir": str(COCO_SAMPLE / "images"),
+        "det_file": str(COCO_SAMPLE / "person_detections_sample.json"),
+    }
