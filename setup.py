@@ -12,6 +12,7 @@ setup(
     install_requires=[
         "tensorflow==2.21.0",
         "tf-keras==2.21.0",
+        "tensorboard==2.21.0",
         "tensorflow-model-optimization==0.8.1",
         "ai-edge-litert==2.3.0",
         "numpy==2.4.6",

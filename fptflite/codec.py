@@ -218,3 +218,29 @@ def flip_keypoints(
     kps = np.array(keypoints, dtype=np.float64, copy=True)
     kps[..., 0] = width - 1 - kps[..., 0]
     return kps[..., flip_permutation(kps.shape[-2], tuple(flip_pairs)), :]
+
+
+def encode_keypoints_tf(keypoints, heatmap_size: Sequence[int], stride: float,
+                        sigma: float = 2.0):
+    """TensorFlow twin of ``encode_keypoints`` (sub-pixel centres) for tf.data pipelines.
+
+    Args:
+        keypoints: float tensor [K, 3] (x, y, v) in crop pixels.
+
+    Returns:
+        targets [H, W, K] float32 and weights [K] float32, equal to the numpy version.
+    """
+    import tensorflow as tf
+
+    h, w = (int(v) for v in heatmap_size)
+    kps = tf.cast(keypoints, tf.float32)
+    uv = (kps[:, :2] + 0.5) / stride - 0.5
+    inside = ((uv[:, 0] + 3 * sigma >= 0) & (uv[:, 0] - 3 * sigma <= w - 1)
+              & (uv[:, 1] + 3 * sigma >= 0) & (uv[:, 1] - 3 * sigma <= h - 1))
+    valid = (kps[:, 2] > 0) & inside & tf.reduce_all(tf.math.is_finite(uv), axis=1)
+    weights = tf.cast(valid, tf.float32)
+    uv = tf.where(valid[:, None], uv, 0.0)
+    gx = tf.exp(-tf.square(tf.range(w, dtype=tf.float32)[None, :] - uv[:, :1]) / (2 * sigma**2))
+    gy = tf.exp(-tf.square(tf.range(h, dtype=tf.float32)[None, :] - uv[:, 1:]) / (2 * sigma**2))
+    targets = gy[:, :, None] * gx[:, None, :] * weights[:, None, None]
+    return tf.transpose(targets, (1, 2, 0)), weights

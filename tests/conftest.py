@@ -29,3 +29,14 @@ def coco_sample():
         "image_dir": str(COCO_SAMPLE / "images"),
         "det_file": str(COCO_SAMPLE / "person_detections_sample.json"),
     }
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory):
+    """A small synthetic COCO-format dataset generated once per test session."""
+    from fptflite.data import synthetic
+
+    out = tmp_path_factory.mktemp("synthetic")
+    paths = synthetic.generate_dataset(str(out), num_train=40, num_val=12, seed=3, progress=False)
+    paths["root"] = str(out)
+    return paths

@@ -74,6 +74,7 @@ def build_model(
     backbone_weights: str | None = None,
     feature_stride: int = 32,
     neck_channels: int = 0,
+    bn_momentum: float = 0.99,
 ) -> keras.Model:
     """Builds a zoo model.
 
@@ -86,6 +87,10 @@ def build_model(
         feature_stride: FasterPose only: 32 (LR features, r = 8) or 16 (r = 4).
         neck_channels: FasterPose only: width of an optional 3x3 conv-BN-ReLU before the
             1x1 head conv; 0 means none (the default, lightest head).
+        bn_momentum: momentum of every BatchNormalization layer. keras.applications'
+            MobileNetV2 uses 0.999, whose moving statistics lag far behind during short
+            trainings from scratch (inference outputs then look untrained); 0.99 is the
+            TF Model Garden default, 0.9 suits runs of a few hundred steps.
 
     Returns:
         A functional keras.Model: input "image" [N, H, W, 3] float RGB pixels in [0, 255],
@@ -100,6 +105,8 @@ def build_model(
         raise ValueError("feature_stride and neck_channels apply to FasterPose models only")
     if neck_channels < 0:
         raise ValueError(f"neck_channels must be >= 0, got {neck_channels}")
+    if not 0.0 <= bn_momentum < 1.0:
+        raise ValueError(f"bn_momentum must be in [0, 1), got {bn_momentum}")
     image = keras.Input((h, w, 3), name="image")
     features = build_backbone(entry.backbone, image, feature_stride, backbone_weights)
     if entry.head == "fasterpose":
@@ -107,7 +114,11 @@ def build_model(
                                    neck_channels)
     else:
         heatmaps = simplebaseline_head(features, num_keypoints)
-    return keras.Model(image, heatmaps, name=name)
+    model = keras.Model(image, heatmaps, name=name)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = float(bn_momentum)
+    return model
 
 
 def fasterpose_head(features: tf.Tensor, num_keypoints: int, block_size: int,

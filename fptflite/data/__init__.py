@@ -1,0 +1,1 @@
+"""COCO-format data: synthetic generator, annotation reading, geometry and tf.data pipelines."""

@@ -1,0 +1,232 @@
+"""tf.data input pipelines for top-down pose: augmented training crops and eval crops.
+
+Everything runs as TensorFlow graph ops (parallel, no GIL): JPEG decoding restricted to the
+region the crop needs (``decode_and_crop_jpeg``), one affine warp per crop, Gaussian targets
+from the codec. Augmentation randomness is stateless and keyed by (seed, epoch, sample), so an
+epoch is reproducible and a resumed run can skip exactly the batches it already trained on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from fptflite import codec
+from fptflite.data.coco import PersonInstance
+from fptflite.keypoints import flip_permutation
+from fptflite.models.zoo import HEATMAP_STRIDE
+
+UPPER_BODY = 11  # keypoints 0..10 are the upper body (head, arms)
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """Training augmentation (SimpleBaseline/HRNet defaults).
+
+    Attributes:
+        scale_factor: crop size multiplied by clip(1 + N(0, 1) * f, 1 - f, 1 + f).
+        rotation_deg: rotation drawn uniformly in [-r, r] ...
+        rotation_prob: ... with this probability.
+        flip: horizontal flip with probability 0.5 (keypoint pairs swapped).
+        half_body_prob: probability of cropping to the upper or lower body ...
+        half_body_min_keypoints: ... when more than this many keypoints are labelled.
+    """
+
+    scale_factor: float = 0.35
+    rotation_deg: float = 45.0
+    rotation_prob: float = 0.6
+    flip: bool = True
+    half_body_prob: float = 0.3
+    half_body_min_keypoints: int = 8
+
+
+NO_AUGMENTATION = AugmentConfig(0.0, 0.0, 0.0, False, 0.0)
+
+
+def instance_table(instances: Sequence[PersonInstance]) -> dict[str, np.ndarray]:
+    """Columns of the instance list as numpy arrays (the pipeline's constant tables)."""
+    return {
+        "path": np.array([i.image_path for i in instances]),
+        "center": np.stack([i.center for i in instances]).astype(np.float32),
+        "size": np.stack([i.size for i in instances]).astype(np.float32),
+        "keypoints": np.stack([i.keypoints for i in instances]).astype(np.float32),
+    }
+
+
+def crop_matrix_tf(center, size, output_size, rotation_deg, flip):
+    """TensorFlow twin of ``geometry.crop_matrix``: [3, 3] image -> crop affine matrix."""
+    out_h, out_w = output_size
+    center = tf.cast(center, tf.float32)
+    s = out_w / tf.cast(size[0], tf.float32)
+    a = tf.cast(rotation_deg, tf.float32) * (math.pi / 180.0)
+    cos, sin = tf.cos(a) * s, tf.sin(a) * s
+    tx = -(cos * center[0] + sin * center[1]) + (out_w - 1) / 2
+    ty = -(-sin * center[0] + cos * center[1]) + (out_h - 1) / 2
+    m = tf.stack([tf.stack([cos, sin, tx]), tf.stack([-sin, cos, ty]),
+                  tf.constant([0.0, 0.0, 1.0])])
+    fm = tf.constant([[-1.0, 0.0, out_w - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    return tf.cond(tf.cast(flip, tf.bool), lambda: fm @ m, lambda: m)
+
+
+def _read_crop(path, matrix, output_size, decode_roi: bool = True):
+    """Decodes only the image region the crop needs and warps it. Returns [H, W, 3] float32.
+
+    ``decode_roi=False`` decodes whole JPEGs (for the benchmark's comparison).
+    """
+    out_h, out_w = output_size
+    contents = tf.io.read_file(path)
+    inv = tf.linalg.inv(matrix)
+    corners = tf.constant([[0.0, 0.0, 1.0], [out_w - 1.0, 0.0, 1.0], [0.0, out_h - 1.0, 1.0],
+                           [out_w - 1.0, out_h - 1.0, 1.0]])
+    pts = tf.linalg.matmul(corners, inv, transpose_b=True)[:, :2]
+
+    def jpeg():
+        shape = tf.cast(tf.io.extract_jpeg_shape(contents), tf.float32)
+        lo = tf.clip_by_value(tf.floor(tf.reduce_min(pts, 0)) - 1, 0, shape[1::-1] - 1)
+        hi = tf.clip_by_value(tf.math.ceil(tf.reduce_max(pts, 0)) + 2, lo + 1, shape[1::-1])
+        window = tf.cast(tf.stack([lo[1], lo[0], hi[1] - lo[1], hi[0] - lo[0]]), tf.int32)
+        img = tf.io.decode_and_crop_jpeg(contents, window, channels=3)
+        return img, lo
+
+    def other():
+        img = tf.io.decode_image(contents, channels=3, expand_animations=False)
+        return img, tf.zeros([2])
+
+    img, offset = tf.cond(tf.io.is_jpeg(contents), jpeg, other) if decode_roi else other()
+    shift = tf.stack([tf.stack([1.0, 0.0, -offset[0]]), tf.stack([0.0, 1.0, -offset[1]]),
+                      tf.constant([0.0, 0.0, 1.0])])
+    t = shift @ inv
+    transform = tf.concat([t[0], t[1], [0.0, 0.0]], axis=0)[None]
+    warped = tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.cast(img, tf.float32)[None], transforms=transform,
+        output_shape=tf.constant([out_h, out_w]), fill_value=0.0,
+        interpolation="BILINEAR", fill_mode="CONSTANT")
+    return warped[0]
+
+
+def _half_body(kps, center, size, aspect, u_choice):
+    """HRNet's half-body crop: the box of the labelled upper- or lower-body keypoints x 1.5."""
+    vis = kps[:, 2] > 0
+    upper = vis & (tf.range(tf.shape(kps)[0]) < UPPER_BODY)
+    lower = vis & ~upper
+    n_up = tf.reduce_sum(tf.cast(upper, tf.int32))
+    n_lo = tf.reduce_sum(tf.cast(lower, tf.int32))
+    use_upper = ((u_choice < 0.5) & (n_up > 2)) | (n_lo <= 2)
+    sel = tf.where(use_upper, upper, lower)
+    pts = tf.boolean_mask(kps[:, :2], sel)
+    ok = tf.shape(pts)[0] >= 2
+
+    def box():
+        lt, rb = tf.reduce_min(pts, 0), tf.reduce_max(pts, 0)
+        c = (lt + rb) / 2
+        w, h = rb[0] - lt[0], rb[1] - lt[1]
+        w2 = tf.maximum(w, h * aspect)
+        h2 = tf.maximum(h, w / aspect)
+        return c, tf.stack([w2, h2]) * 1.5
+
+    return tf.cond(ok, box, lambda: (center, size))
+
+
+def _train_example(index, sample_key, table, input_size, sigma, aug: AugmentConfig, flip_perm,
+                   decode_roi=True):
+    h, w = input_size
+    aspect = w / h
+    center = tf.gather(table["center"], index)
+    size = tf.gather(table["size"], index)
+    kps = tf.gather(table["keypoints"], index)
+    r = tf.random.stateless_uniform([6], seed=sample_key)
+    z = tf.random.stateless_normal([1], seed=sample_key + 1)[0]
+    n_vis = tf.reduce_sum(tf.cast(kps[:, 2] > 0, tf.int32))
+    do_half = (r[0] < aug.half_body_prob) & (n_vis > aug.half_body_min_keypoints)
+    center, size = tf.cond(do_half, lambda: _half_body(kps, center, size, aspect, r[1]),
+                           lambda: (center, size))
+    f = aug.scale_factor
+    size = size * tf.clip_by_value(1.0 + z * f, 1.0 - f, 1.0 + f)
+    rot = tf.where(r[2] < aug.rotation_prob, (r[3] * 2 - 1) * aug.rotation_deg, 0.0)
+    flip = aug.flip & (r[4] < 0.5)
+    m = crop_matrix_tf(center, size, input_size, rot, flip)
+    image = _read_crop(tf.gather(table["path"], index), m, input_size, decode_roi)
+    xy = tf.linalg.matmul(kps[:, :2], m[:2, :2], transpose_b=True) + m[:2, 2]
+    crop_kps = tf.concat([xy, kps[:, 2:]], axis=1)
+    crop_kps = tf.cond(flip, lambda: tf.gather(crop_kps, flip_perm), lambda: crop_kps)
+    targets, weights = codec.encode_keypoints_tf(
+        crop_kps, (h // HEATMAP_STRIDE, w // HEATMAP_STRIDE), HEATMAP_STRIDE, sigma)
+    return image, targets, weights[None, None, :]
+
+
+def train_dataset(
+    instances: Sequence[PersonInstance],
+    input_size: Sequence[int],
+    batch_size: int,
+    epoch: int,
+    seed: int = 0,
+    sigma: float = 2.0,
+    augment: AugmentConfig = AugmentConfig(),
+    skip_batches: int = 0,
+    num_shards: int = 1,
+    shard_index: int = 0,
+    deterministic: bool = True,
+    decode_roi: bool = True,
+) -> tf.data.Dataset:
+    """One epoch of augmented training batches.
+
+    The epoch's order is a seeded permutation; worker ``shard_index`` of ``num_shards`` takes
+    every num_shards-th sample of it. ``skip_batches`` drops already-trained batches cheaply
+    (before any decoding) when a run resumes mid-epoch.
+
+    Returns:
+        Dataset of (images [B, H, W, 3] float32 RGB 0..255, targets [B, H/4, W/4, K],
+        weights [B, 1, 1, K]), full batches only.
+    """
+    table = {k: tf.constant(v) for k, v in instance_table(instances).items()}
+    n = len(instances)
+    order = epoch_order(n, batch_size, epoch, seed, num_shards, shard_index)
+    order = order[skip_batches * batch_size:]
+    keys = np.stack([np.full(n, seed, np.int64), epoch * n + np.arange(n)], 1)[order]
+    flip_perm = tf.constant(flip_permutation(table["keypoints"].shape[1]))
+    ds = tf.data.Dataset.from_tensor_slices((order.astype(np.int32), keys))
+    ds = ds.map(lambda i, k: _train_example(i, k, table, tuple(input_size), sigma, augment,
+                                            flip_perm, decode_roi),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def steps_per_epoch(num_instances: int, batch_size: int, num_shards: int = 1) -> int:
+    """Full batches per epoch per shard (what ``train_dataset`` yields); equal on all shards."""
+    return (num_instances // num_shards) // batch_size
+
+
+def epoch_order(num_instances: int, batch_size: int, epoch: int, seed: int = 0,
+                num_shards: int = 1, shard_index: int = 0) -> np.ndarray:
+    """Instance indices one shard trains on in ``epoch``, in order, full batches only."""
+    order = np.random.default_rng([seed, epoch]).permutation(num_instances)
+    order = order[shard_index::num_shards]
+    return order[:steps_per_epoch(num_instances, batch_size, num_shards) * batch_size]
+
+
+def eval_dataset(
+    instances: Sequence[PersonInstance],
+    input_size: Sequence[int],
+    batch_size: int,
+    indices: np.ndarray | None = None,
+) -> tf.data.Dataset:
+    """Eval crops in instance order: the affine crop only.
+
+    Returns:
+        Dataset of (images [B, H, W, 3] float32 RGB 0..255, instance indices [B] int32).
+    """
+    table = {k: tf.constant(v) for k, v in instance_table(instances).items()}
+    idx = np.arange(len(instances)) if indices is None else np.asarray(indices)
+
+    def crop(i):
+        m = crop_matrix_tf(tf.gather(table["center"], i), tf.gather(table["size"], i),
+                           tuple(input_size), 0.0, False)
+        return _read_crop(tf.gather(table["path"], i), m, tuple(input_size)), i
+
+    ds = tf.data.Dataset.from_tensor_slices(idx.astype(np.int32))
+    ds = ds.map(crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

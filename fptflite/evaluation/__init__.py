@@ -1,0 +1,1 @@
+"""COCO keypoint evaluation: predictors, post-processing and COCOeval."""

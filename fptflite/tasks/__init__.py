@@ -1,0 +1,1 @@
+"""Tasks: configs and the training loop (the Model Garden's "tasks" layer)."""

@@ -1,0 +1,198 @@
+"""Named, typed training configs and strict overrides (unknown keys are errors)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import typing
+from typing import Any
+
+from fptflite.data.pipeline import AugmentConfig
+from fptflite.models.zoo import get_entry
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where the data is. ``layout`` picks file names under ``data_dir``.
+
+    layout "coco": annotations/person_keypoints_{train,val}2017.json, {train,val}2017/,
+    person_detection_results/COCO_val2017_detections_AP_H_56_person.json.
+    layout "synthetic": the fptflite.data.synthetic layout, generated on first use.
+    """
+
+    layout: str = "coco"
+    data_dir: str = ""
+    use_detections: bool = False
+    det_score_threshold: float = 0.0
+    skip_invalid: bool = False
+    synthetic_num_train: int = 0
+    synthetic_num_val: int = 0
+    synthetic_seed: int = 0
+
+    def paths(self) -> dict[str, str | None]:
+        d = self.data_dir
+        if not d:
+            raise ValueError("data_dir is not set (give --data_dir)")
+        if self.layout == "coco":
+            p = {"train_ann": "annotations/person_keypoints_train2017.json",
+                 "train_images": "train2017",
+                 "val_ann": "annotations/person_keypoints_val2017.json",
+                 "val_images": "val2017",
+                 "val_det": "person_detection_results/"
+                            "COCO_val2017_detections_AP_H_56_person.json"}
+        elif self.layout == "synthetic":
+            p = {"train_ann": "annotations/person_keypoints_train.json",
+                 "train_images": "images/train",
+                 "val_ann": "annotations/person_keypoints_val.json",
+                 "val_images": "images/val",
+                 "val_det": "person_detections_val.json"}
+        else:
+            raise ValueError(f"unknown data layout {self.layout!r} (coco or synthetic)")
+        out = {k: os.path.join(d, v) for k, v in p.items()}
+        if not self.use_detections:
+            out["val_det"] = None
+        return out
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a training run needs; written resolved into the model dir."""
+
+    model: str = "fasterpose_r50"
+    input_size: tuple[int, int] = (256, 192)
+    num_keypoints: int = 17
+    feature_stride: int = 32
+    neck_channels: int = 0
+    bn_momentum: float = 0.99
+    backbone_weights: str | None = None
+    sigma: float = 2.0
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    lr_schedule: str = "step"  # "step" (x lr_decay_factor at lr_decay_epochs) or "cosine"
+    lr_decay_epochs: tuple[int, ...] = (90, 120)
+    lr_decay_factor: float = 0.1
+    warmup_epochs: float = 0.0
+    epochs: int = 140
+    batch_size_per_replica: int = 32
+    seed: int = 0
+    checkpoint_every_steps: int = 0
+    eval_every_epochs: int = 10
+    eval_flip_test: bool = True
+    eval_decode: str = "dark"
+    eval_batch_size: int = 64
+    mixed_precision: bool = False
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+
+    def validate(self) -> TrainConfig:
+        get_entry(self.model)
+        if self.epochs < 1 or self.batch_size_per_replica < 1:
+            raise ValueError("epochs and batch_size_per_replica must be >= 1")
+        if self.lr_schedule not in ("step", "cosine"):
+            raise ValueError(f"lr_schedule must be step or cosine, got {self.lr_schedule!r}")
+        if self.optimizer not in ("adam", "adamw"):
+            raise ValueError(f"optimizer must be adam or adamw, got {self.optimizer!r}")
+        return self
+
+    @property
+    def head(self) -> str:
+        return get_entry(self.model).head
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _coco(model: str, input_size=(256, 192), **kw) -> TrainConfig:
+    return TrainConfig(model=model, input_size=input_size, **kw)
+
+
+CONFIGS: dict[str, Any] = {
+    # Paper recipe (SimpleBaseline / FasterPose): Adam 1e-3, 140 epochs, x0.1 at 90 and 120.
+    **{f"{m}_coco_256x192": (lambda m=m: _coco(m)) for m in (
+        "fasterpose_r50", "fasterpose_r101", "fasterpose_r152", "fasterpose_mnv2",
+        "simplebaseline_r50", "simplebaseline_r101", "simplebaseline_r152",
+        "simplebaseline_mnv2")},
+    **{f"{m}_coco_384x288": (lambda m=m: _coco(m, (384, 288))) for m in (
+        "fasterpose_r50", "fasterpose_r152", "simplebaseline_r50", "simplebaseline_r152")},
+    # Minutes on a 2-core CPU: small mobile backbone, small input, synthetic data.
+    "demo": lambda: TrainConfig(
+        model="fasterpose_mnv2_050", input_size=(128, 96), feature_stride=16, neck_channels=0,
+        bn_momentum=0.9,
+        learning_rate=3e-3, lr_schedule="cosine", warmup_epochs=0.5, epochs=12,
+        batch_size_per_replica=32, eval_every_epochs=4, eval_flip_test=True,
+        augment=AugmentConfig(scale_factor=0.25, rotation_deg=30.0, rotation_prob=0.5,
+                              half_body_prob=0.1),
+        data=DataConfig(layout="synthetic", synthetic_num_train=1200, synthetic_num_val=150,
+                        synthetic_seed=0)),
+}
+
+
+def get_config(name: str) -> TrainConfig:
+    if name not in CONFIGS:
+        raise ValueError(f"unknown config {name!r}; choose one of {sorted(CONFIGS)}")
+    return CONFIGS[name]()
+
+
+def _convert(value: Any, typ, key: str):
+    origin = typing.get_origin(typ)
+    args = typing.get_args(typ)
+    if origin is typing.Union:  # Optional[X]
+        if value is None:
+            return None
+        return _convert(value, next(a for a in args if a is not type(None)), key)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"config key {key!r} needs a list, got {value!r}")
+        item = args[0]
+        return tuple(_convert(v, item, key) for v in value)
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"config key {key!r} needs true or false, got {value!r}")
+        return value
+    if typ in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"config key {key!r} needs a number, got {value!r}")
+        if typ is int and float(value) != int(value):
+            raise ValueError(f"config key {key!r} needs an integer, got {value!r}")
+        return typ(value)
+    if typ is str:
+        if not isinstance(value, str):
+            raise ValueError(f"config key {key!r} needs a string, got {value!r}")
+        return value
+    raise ValueError(f"config key {key!r} cannot be overridden")
+
+
+def override(cfg, key: str, raw: str):
+    """Sets a dotted ``key`` (e.g. ``data.data_dir`` or ``augment.flip``) from ``raw``.
+
+    ``raw`` is parsed as JSON when it parses (numbers, true/false, lists, null), else it is
+    taken as a string. Unknown keys and wrong types raise ValueError.
+    """
+    head, _, rest = key.partition(".")
+    fields = {f.name: f for f in dataclasses.fields(cfg)}
+    if head not in fields:
+        raise ValueError(f"unknown config key {key!r}; valid: {sorted(fields)}")
+    hints = typing.get_type_hints(type(cfg))
+    if rest:
+        sub = getattr(cfg, head)
+        if not dataclasses.is_dataclass(sub):
+            raise ValueError(f"config key {head!r} has no sub-keys")
+        return dataclasses.replace(cfg, **{head: override(sub, rest, raw)})
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return dataclasses.replace(cfg, **{head: _convert(value, hints[head], key)})
+
+
+def from_dict(d: dict) -> TrainConfig:
+    """Inverse of ``TrainConfig.to_dict`` (strict: unknown keys raise)."""
+    cfg = TrainConfig()
+    for key, value in d.items():
+        if isinstance(value, dict):
+            for sub_key, sub_value in value.items():
+                cfg = override(cfg, f"{key}.{sub_key}", json.dumps(sub_value))
+        else:
+            cfg = override(cfg, key, json.dumps(value))
+    return cfg

@@ -1,0 +1,47 @@
+"""Trains a zoo model: python -m training.train --config=NAME --model_dir=DIR [--data_dir=...].
+
+Re-running the same command resumes from the last checkpoint in --model_dir.
+"""
+
+import sys
+
+from absl import app, flags
+
+import fptflite  # noqa: F401  (selects tf_keras before TensorFlow loads)
+from fptflite.tasks import configs, trainer
+
+_CONFIG = flags.DEFINE_string("config", None, f"One of {sorted(configs.CONFIGS)}.")
+_MODEL_DIR = flags.DEFINE_string("model_dir", None, "Checkpoints, logs and exports go here.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Dataset root (see DataConfig.layout).")
+_EPOCHS = flags.DEFINE_integer("epochs", None, "Override the number of epochs.")
+_BATCH = flags.DEFINE_integer("batch_size", None, "Override the batch size per replica.")
+_SET = flags.DEFINE_multi_string("set", [], "Config override key=value, e.g. "
+                                 "--set=learning_rate=5e-4 --set=data.use_detections=true.")
+_STRATEGY = flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
+                              "tf.distribute strategy (multi_worker reads TF_CONFIG).")
+_MIXED = flags.DEFINE_bool("mixed_precision", None, "mixed_float16 (for GPUs).")
+_DETERMINISTIC = flags.DEFINE_bool("deterministic", False, "Enable TF op determinism.")
+flags.mark_flags_as_required(["config", "model_dir"])
+
+
+def main(argv):
+    del argv
+    cfg = configs.get_config(_CONFIG.value)
+    overrides = list(_SET.value)
+    for key, flag in (("data.data_dir", _DATA_DIR), ("epochs", _EPOCHS),
+                      ("batch_size_per_replica", _BATCH), ("mixed_precision", _MIXED)):
+        if flag.value is not None:
+            value = str(flag.value).lower() if isinstance(flag.value, bool) else flag.value
+            overrides.append(f"{key}={value}")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise app.UsageError(f"--set needs key=value, got {item!r}")
+        cfg = configs.override(cfg, key, value)
+    strategy = trainer.make_strategy(_STRATEGY.value)
+    trainer.train(cfg, _MODEL_DIR.value, strategy, deterministic=_DETERMINISTIC.value)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(app.run(main))
