@@ -21,6 +21,8 @@ _STRATEGY = flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "mu
                               "tf.distribute strategy (multi_worker reads TF_CONFIG).")
 _MIXED = flags.DEFINE_bool("mixed_precision", None, "mixed_float16 (for GPUs).")
 _DETERMINISTIC = flags.DEFINE_bool("deterministic", False, "Enable TF op determinism.")
+_KILL = flags.DEFINE_integer("kill_after_steps", 0, "Fault injection for crash-recovery "
+                             "tests: SIGKILL the process after N optimizer steps.")
 flags.mark_flags_as_required(["config", "model_dir"])
 
 
@@ -39,7 +41,8 @@ def main(argv):
             raise app.UsageError(f"--set needs key=value, got {item!r}")
         cfg = configs.override(cfg, key, value)
     strategy = trainer.make_strategy(_STRATEGY.value)
-    trainer.train(cfg, _MODEL_DIR.value, strategy, deterministic=_DETERMINISTIC.value)
+    trainer.train(cfg, _MODEL_DIR.value, strategy, deterministic=_DETERMINISTIC.value,
+                  kill_after_steps=_KILL.value)
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import types
 import typing
 from typing import Any
 
@@ -137,7 +138,7 @@ def get_config(name: str) -> TrainConfig:
 def _convert(value: Any, typ, key: str):
     origin = typing.get_origin(typ)
     args = typing.get_args(typ)
-    if origin is typing.Union:  # Optional[X]
+    if origin in (typing.Union, types.UnionType):  # X | None
         if value is None:
             return None
         return _convert(value, next(a for a in args if a is not type(None)), key)

@@ -7,8 +7,10 @@ step, optimizer and schedule state restored) with no lost or repeated batches.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import signal
 import time
 
 import numpy as np
@@ -39,12 +41,26 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     raise ValueError(f"unknown strategy {name!r}: default, mirrored or multi_worker")
 
 
-def _worker(strategy) -> tuple[bool, int]:
+@dataclasses.dataclass
+class TrainResult:
+    """What ``train`` returns: the last evaluation's stats and the trained Keras model."""
+
+    stats: dict
+    best_ap: float
+    model: keras.Model
+
+
+def _worker(strategy) -> tuple[bool, int, int]:
+    """(is_chief, worker index, number of workers) of this process."""
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.task_type:
-        return True, 0
-    task_type, task_id = resolver.task_type, resolver.task_id
-    return task_type == "chief" or (task_type == "worker" and task_id == 0), int(task_id or 0)
+        return True, 0, 1
+    spec = resolver.cluster_spec().as_dict()
+    num_workers = sum(len(spec.get(k, [])) for k in ("chief", "worker"))
+    task_type, task_id = resolver.task_type, int(resolver.task_id or 0)
+    is_chief = task_type == "chief" or (task_type == "worker" and task_id == 0
+                                        and "chief" not in spec)
+    return is_chief, task_id, max(num_workers, 1)
 
 
 def ensure_data(cfg: TrainConfig) -> dict:
@@ -70,6 +86,19 @@ def check_config(cfg: TrainConfig, model_dir: str, is_chief: bool) -> None:
                              f"{diff}); use a new --model_dir or the same flags")
     elif is_chief:
         write_json_atomic(path, cfg.to_dict())
+
+
+def _export(model: keras.Model, path: str, is_chief: bool, worker_id: int) -> None:
+    """Saves ``model`` atomically. Under MultiWorkerMirroredStrategy every worker must save
+    (the save runs collectives); non-chief workers write a throwaway copy."""
+    if is_chief:
+        with atomic_path(path) as tmp:
+            model.save(tmp)
+        return
+    folder = os.path.join(os.path.dirname(path), f".worker{worker_id}_export")
+    os.makedirs(folder, exist_ok=True)
+    model.save(os.path.join(folder, os.path.basename(path)))
+    tf.io.gfile.rmtree(folder)
 
 
 def learning_rate_schedule(cfg: TrainConfig, steps_per_epoch: int):
@@ -112,11 +141,20 @@ def evaluate_model(model: keras.Model, cfg: TrainConfig, paths: dict, out_dir: s
 
 
 def train(cfg: TrainConfig, model_dir: str, strategy: tf.distribute.Strategy | None = None,
-          deterministic: bool = False) -> dict:
-    """Trains (or resumes) ``cfg`` in ``model_dir``. Returns the last evaluation's stats."""
+          deterministic: bool = False, kill_after_steps: int = 0) -> TrainResult:
+    """Trains (or resumes) ``cfg`` in ``model_dir``.
+
+    Args:
+        cfg: the training config.
+        model_dir: checkpoints, TensorBoard logs, config.json, best.keras and final.keras.
+        strategy: a tf.distribute strategy (default: the default strategy).
+        deterministic: enable TF op determinism (bit-identical reruns on CPU).
+        kill_after_steps: fault injection for crash-recovery tests: SIGKILL this process
+            after that many optimizer steps (0: never).
+    """
     cfg.validate()
     strategy = strategy or tf.distribute.get_strategy()
-    is_chief, worker_id = _worker(strategy)
+    is_chief, worker_id, num_workers = _worker(strategy)
     os.makedirs(model_dir, exist_ok=True)
     check_config(cfg, model_dir, is_chief)
     if deterministic:
@@ -134,11 +172,10 @@ def train(cfg: TrainConfig, model_dir: str, strategy: tf.distribute.Strategy | N
         paths["val_ann"], paths["val_images"], w / h, det_file=paths["val_det"],
         det_score_threshold=cfg.data.det_score_threshold)
 
-    num_workers = strategy.extra.num_workers if hasattr(strategy, "extra") else \
-        getattr(strategy.extended, "_num_workers", 1)
     replicas = strategy.num_replicas_in_sync
+    local_replicas = max(replicas // num_workers, 1)
     global_batch = cfg.batch_size_per_replica * replicas
-    per_worker_batch = global_batch // num_workers
+    per_worker_batch = cfg.batch_size_per_replica * local_replicas
     steps = pipeline.steps_per_epoch(len(instances), per_worker_batch, num_workers)
     if steps < 1:
         raise ValueError(f"{len(instances)} training persons are fewer than one batch of "
@@ -146,6 +183,7 @@ def train(cfg: TrainConfig, model_dir: str, strategy: tf.distribute.Strategy | N
     logging.info("training %s on %d persons (%s): %d replicas, global batch %d, %d steps/epoch",
                  cfg.model, len(instances), report.summary(), replicas, global_batch, steps)
 
+    keras.utils.set_random_seed(cfg.seed)  # the same initial weights on every worker and rerun
     with strategy.scope():
         model = build_model(cfg.model, cfg.input_size, cfg.num_keypoints,
                             cfg.backbone_weights, cfg.feature_stride, cfg.neck_channels,
@@ -170,8 +208,8 @@ def train(cfg: TrainConfig, model_dir: str, strategy: tf.distribute.Strategy | N
     latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
     if latest:
         ckpt.restore(latest).assert_existing_objects_matched()
-        logging.info("resumed from %s: epoch %d, step %d of %d", latest, int(epoch_var),
-                     int(step_var), steps)
+        logging.info("resumed from %s: epoch %d, step %d of %d", latest, int(epoch_var.numpy()),
+                     int(step_var.numpy()), steps)
     writer = (tf.summary.create_file_writer(os.path.join(model_dir, "tensorboard"))
               if is_chief else tf.summary.create_noop_writer())
 
@@ -194,17 +232,19 @@ def train(cfg: TrainConfig, model_dir: str, strategy: tf.distribute.Strategy | N
         return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
     stats: dict = {}
-    while int(epoch_var) < cfg.epochs:
-        epoch, start_step = int(epoch_var), int(step_var)
+    while int(epoch_var.numpy()) < cfg.epochs:
+        epoch, start_step = int(epoch_var.numpy()), int(step_var.numpy())
         print(f"Epoch {epoch + 1}/{cfg.epochs}" + (f" (resuming at step {start_step})"
                                                     if start_step else ""), flush=True)
 
         def dataset_fn(ctx, epoch=epoch, start_step=start_step):
+            # Batched per replica; local replicas take consecutive batches round-robin, so
+            # one step consumes ``local_replicas`` batches of this worker's shard.
             return pipeline.train_dataset(
-                instances, cfg.input_size, ctx.get_per_replica_batch_size(global_batch)
-                * (replicas // ctx.num_input_pipelines), epoch, cfg.seed, cfg.sigma,
-                cfg.augment, skip_batches=start_step, num_shards=ctx.num_input_pipelines,
-                shard_index=ctx.input_pipeline_id)
+                instances, cfg.input_size, ctx.get_per_replica_batch_size(global_batch),
+                epoch, cfg.seed, cfg.sigma, cfg.augment,
+                skip_batches=start_step * local_replicas,
+                num_shards=ctx.num_input_pipelines, shard_index=ctx.input_pipeline_id)
 
         dist_ds = strategy.distribute_datasets_from_function(dataset_fn)
         progbar = keras.utils.Progbar(steps, stateful_metrics=["loss", "lr"])
@@ -225,40 +265,39 @@ def train(cfg: TrainConfig, model_dir: str, strategy: tf.distribute.Strategy | N
                     f"checkpoint: {manager.latest_checkpoint}")
             step += 1
             step_var.assign(step)
+            if kill_after_steps and int(optimizer.iterations.numpy()) >= kill_after_steps:
+                os.kill(os.getpid(), signal.SIGKILL)
             current_lr = float(lr(optimizer.iterations))
             progbar.update(step, [("loss", loss), ("lr", current_lr)])
-            with writer.as_default(step=int(optimizer.iterations)):
+            with writer.as_default(step=int(optimizer.iterations.numpy())):
                 tf.summary.scalar("train/loss", loss)
                 tf.summary.scalar("train/learning_rate", current_lr)
             if cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0 \
                     and step < steps:
-                manager.save(checkpoint_number=int(optimizer.iterations))
+                manager.save(checkpoint_number=int(optimizer.iterations.numpy()))
         epoch_var.assign(epoch + 1)
         step_var.assign(0)
         logging.info("epoch %d done in %.1f s", epoch + 1, time.time() - t0)
-        last = int(epoch_var) == cfg.epochs
-        if last or (cfg.eval_every_epochs and int(epoch_var) % cfg.eval_every_epochs == 0):
+        last = int(epoch_var.numpy()) == cfg.epochs
+        if last or (cfg.eval_every_epochs and int(epoch_var.numpy()) % cfg.eval_every_epochs == 0):
             stats = evaluate_model(model, cfg, paths,
                                    os.path.join(model_dir, "eval") if is_chief else None,
                                    progress=is_chief, instances=val_instances)
-            print(coco_eval.format_stats(stats, f"val after epoch {int(epoch_var)}"), flush=True)
-            with writer.as_default(step=int(optimizer.iterations)):
+            print(coco_eval.format_stats(stats, f"val after epoch {int(epoch_var.numpy())}"), flush=True)
+            with writer.as_default(step=int(optimizer.iterations.numpy())):
                 for k, v in stats.items():
                     tf.summary.scalar(f"val/{k}", v)
-            if stats["AP"] > float(best_ap):
+            if stats["AP"] > float(best_ap.numpy()):
                 best_ap.assign(stats["AP"])
-                if is_chief:
-                    with atomic_path(os.path.join(model_dir, BEST_MODEL)) as tmp:
-                        model.save(tmp)
-                    logging.info("new best AP %.4f: exported %s", stats["AP"], BEST_MODEL)
-        manager.save(checkpoint_number=int(optimizer.iterations))
+                _export(model, os.path.join(model_dir, BEST_MODEL), is_chief, worker_id)
+                logging.info("new best AP %.4f: exported %s", stats["AP"], BEST_MODEL)
+        manager.save(checkpoint_number=int(optimizer.iterations.numpy()))
         writer.flush()
+    _export(model, os.path.join(model_dir, FINAL_MODEL), is_chief, worker_id)
     if is_chief:
-        with atomic_path(os.path.join(model_dir, FINAL_MODEL)) as tmp:
-            model.save(tmp)
         if stats:
             write_json_atomic(os.path.join(model_dir, "final_metrics.json"),
-                              {**stats, "best_AP": float(best_ap)})
+                              {**stats, "best_AP": float(best_ap.numpy())})
     elif os.path.isdir(ckpt_dir):
         tf.io.gfile.rmtree(ckpt_dir)
-    return stats
+    return TrainResult(stats, float(best_ap.numpy()), model)
