@@ -7,7 +7,6 @@
 Writes keypoints_results.json and metrics.json into --out_dir and prints the stats table.
 """
 
-import os
 import sys
 
 from absl import app, flags
@@ -15,9 +14,11 @@ from absl import app, flags
 import fptflite  # noqa: F401  (selects tf_keras before TensorFlow loads)
 from fptflite.data.coco import load_instances
 from fptflite.evaluation import coco_eval
+from fptflite.models.io import load_model
+from fptflite.tasks import trainer
 from fptflite.utils.cli import parse_hw
 
-_MODEL_DIR = flags.DEFINE_string("model_dir", None, "Training dir: uses its best.keras.")
+_MODEL_DIR = flags.DEFINE_string("model_dir", None, "Training dir: uses its best export.")
 _WEIGHTS = flags.DEFINE_string("weights", None, "A saved .keras model.")
 _ANN = flags.DEFINE_string("ann_file", None, "COCO person keypoints JSON.")
 _IMAGES = flags.DEFINE_string("image_dir", None, "Folder of the images.")
@@ -39,15 +40,13 @@ def main(argv):
         input_size = parse_hw(_INPUT.value or "256x192")
         predictor = None
     else:
-        import tf_keras as keras
-
-        path = _WEIGHTS.value or (os.path.join(_MODEL_DIR.value, "best.keras")
-                                  if _MODEL_DIR.value else None)
-        if not path:
+        if _WEIGHTS.value:
+            path = _WEIGHTS.value
+        elif _MODEL_DIR.value:
+            path = trainer.best_export(_MODEL_DIR.value)
+        else:
             raise app.UsageError("give --model_dir or --weights (or --predictor=oracle)")
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"model file not found: {path}")
-        model = keras.models.load_model(path, compile=False)
+        model = load_model(path)
         input_size = tuple(int(d) for d in model.input_shape[1:3])
         if _INPUT.value and parse_hw(_INPUT.value) != input_size:
             raise ValueError(f"--input_size {_INPUT.value} does not match the model's "

@@ -26,23 +26,24 @@ _KILL = flags.DEFINE_integer("kill_after_steps", 0, "Fault injection for crash-r
 flags.mark_flags_as_required(["config", "model_dir"])
 
 
+def flag_overrides(pairs) -> list[str]:
+    """key=value strings for the dedicated flags that were given."""
+    out = []
+    for key, flag in pairs:
+        if flag.value is not None:
+            value = str(flag.value).lower() if isinstance(flag.value, bool) else flag.value
+            out.append(f"{key}={value}")
+    return out
+
+
 def main(argv):
     del argv
     cfg = configs.get_config(_CONFIG.value)
-    overrides = list(_SET.value)
-    for key, flag in (("data.data_dir", _DATA_DIR), ("epochs", _EPOCHS),
-                      ("batch_size_per_replica", _BATCH), ("mixed_precision", _MIXED)):
-        if flag.value is not None:
-            value = str(flag.value).lower() if isinstance(flag.value, bool) else flag.value
-            overrides.append(f"{key}={value}")
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise app.UsageError(f"--set needs key=value, got {item!r}")
-        cfg = configs.override(cfg, key, value)
-    strategy = trainer.make_strategy(_STRATEGY.value)
-    trainer.train(cfg, _MODEL_DIR.value, strategy, deterministic=_DETERMINISTIC.value,
-                  kill_after_steps=_KILL.value)
+    cfg = configs.apply_overrides(cfg, flag_overrides(
+        [("data.data_dir", _DATA_DIR), ("epochs", _EPOCHS), ("batch_size_per_replica", _BATCH),
+         ("mixed_precision", _MIXED)]) + list(_SET.value))
+    trainer.train(cfg, _MODEL_DIR.value, trainer.make_strategy(_STRATEGY.value),
+                  deterministic=_DETERMINISTIC.value, kill_after_steps=_KILL.value)
     return 0
 
 

@@ -144,6 +144,7 @@ def evaluate(
     flip_test: bool = False,
     decode: str = "dark",
     progress: bool = True,
+    return_heatmaps: bool = False,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Predicts, post-processes and scores; writes results and metrics into ``out_dir``.
 
@@ -151,7 +152,7 @@ def evaluate(
         (stats keyed by ``STAT_NAMES``, predictions from ``predict_instances``).
     """
     pred = predict_instances(predictor, instances, input_size, batch_size, flip_test, decode,
-                             progress)
+                             progress, return_heatmaps)
     results = to_coco_results(instances, pred["coords"], pred["scores"])
     stats = run_cocoeval(ann_file, results)
     if out_dir:

@@ -84,6 +84,8 @@ class TrainConfig:
     eval_decode: str = "dark"
     eval_batch_size: int = 64
     mixed_precision: bool = False
+    init_from: str | None = None  # a float .keras whose weights initialise the model
+    quantize: bool = False  # quantization-aware training (tfmot) after init_from
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
 
     def validate(self) -> TrainConfig:
@@ -196,4 +198,14 @@ def from_dict(d: dict) -> TrainConfig:
                 cfg = override(cfg, f"{key}.{sub_key}", json.dumps(sub_value))
         else:
             cfg = override(cfg, key, json.dumps(value))
+    return cfg
+
+
+def apply_overrides(cfg: TrainConfig, items: list[str]) -> TrainConfig:
+    """Applies ``key=value`` strings in order (see ``override``)."""
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"override needs key=value, got {item!r}")
+        cfg = override(cfg, key.strip(), value)
     return cfg

@@ -18,16 +18,63 @@ import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 
+from fptflite import quantization
 from fptflite.data import coco, pipeline, synthetic
 from fptflite.evaluation import coco_eval
 from fptflite.losses import loss_for_head
 from fptflite.models import build_model
+from fptflite.models.io import load_model, model_file_extension
 from fptflite.tasks.configs import TrainConfig, from_dict
 from fptflite.utils.io import atomic_path, write_json_atomic
 
 CONFIG_FILE = "config.json"
-BEST_MODEL = "best.keras"
-FINAL_MODEL = "final.keras"
+
+
+def export_path(model_dir: str, kind: str, quantized: bool) -> str:
+    """Where training exports a model: ``best`` or ``final``, .keras (float) or .h5 (QAT)."""
+    return os.path.join(model_dir, kind + model_file_extension(quantized))
+
+
+def load_config(model_dir: str) -> TrainConfig:
+    """The resolved config a training run wrote into ``model_dir``."""
+    path = os.path.join(model_dir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{model_dir} is not a training dir: {CONFIG_FILE} not found")
+    with open(path) as f:
+        return from_dict(json.load(f))
+
+
+def best_export(model_dir: str) -> str:
+    """Path of the best-AP export of a training dir (raises if training never exported)."""
+    path = export_path(model_dir, "best", load_config(model_dir).quantize)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found: training in {model_dir} has not finished "
+                                "an evaluation yet")
+    return path
+
+
+def build_training_model(cfg: TrainConfig) -> keras.Model:
+    """The model a config trains: a zoo model, optionally initialised from float weights and
+    wrapped for quantization-aware training (which verifies the weights carried over)."""
+    model = build_model(cfg.model, cfg.input_size, cfg.num_keypoints, cfg.backbone_weights,
+                        cfg.feature_stride, cfg.neck_channels, cfg.bn_momentum)
+    if cfg.init_from:
+        source = load_model(cfg.init_from)
+        if quantization.is_quantized(source):
+            raise ValueError(f"init_from {cfg.init_from} is a quantized (QAT) model; give the "
+                             "float model it was trained from")
+        src, dst = source.get_weights(), model.get_weights()
+        if [w.shape for w in src] != [w.shape for w in dst]:
+            raise ValueError(f"init_from {cfg.init_from} does not match model {cfg.model} at "
+                             f"{cfg.input_size} (different architecture or keypoints)")
+        model.set_weights(src)
+        logging.info("initialised %s from %s", cfg.model, cfg.init_from)
+    elif cfg.quantize:
+        raise ValueError("quantize=true needs init_from: QAT fine-tunes a trained float model")
+    if cfg.quantize:
+        model = quantization.quantize(model)
+        logging.info("wrapped the model for quantization-aware training; float weights verified")
+    return model
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -185,9 +232,7 @@ def train(cfg: TrainConfig, model_dir: str, strategy: tf.distribute.Strategy | N
 
     keras.utils.set_random_seed(cfg.seed)  # the same initial weights on every worker and rerun
     with strategy.scope():
-        model = build_model(cfg.model, cfg.input_size, cfg.num_keypoints,
-                            cfg.backbone_weights, cfg.feature_stride, cfg.neck_channels,
-                            cfg.bn_momentum)
+        model = build_training_model(cfg)
         lr = learning_rate_schedule(cfg, steps)
         opt_cls = keras.optimizers.AdamW if cfg.optimizer == "adamw" else keras.optimizers.Adam
         optimizer = opt_cls(learning_rate=lr)
@@ -283,17 +328,19 @@ def train(cfg: TrainConfig, model_dir: str, strategy: tf.distribute.Strategy | N
             stats = evaluate_model(model, cfg, paths,
                                    os.path.join(model_dir, "eval") if is_chief else None,
                                    progress=is_chief, instances=val_instances)
-            print(coco_eval.format_stats(stats, f"val after epoch {int(epoch_var.numpy())}"), flush=True)
+            title = f"val after epoch {int(epoch_var.numpy())}"
+            print(coco_eval.format_stats(stats, title), flush=True)
             with writer.as_default(step=int(optimizer.iterations.numpy())):
                 for k, v in stats.items():
                     tf.summary.scalar(f"val/{k}", v)
             if stats["AP"] > float(best_ap.numpy()):
                 best_ap.assign(stats["AP"])
-                _export(model, os.path.join(model_dir, BEST_MODEL), is_chief, worker_id)
-                logging.info("new best AP %.4f: exported %s", stats["AP"], BEST_MODEL)
+                best = export_path(model_dir, "best", cfg.quantize)
+                _export(model, best, is_chief, worker_id)
+                logging.info("new best AP %.4f: exported %s", stats["AP"], best)
         manager.save(checkpoint_number=int(optimizer.iterations.numpy()))
         writer.flush()
-    _export(model, os.path.join(model_dir, FINAL_MODEL), is_chief, worker_id)
+    _export(model, export_path(model_dir, "final", cfg.quantize), is_chief, worker_id)
     if is_chief:
         if stats:
             write_json_atomic(os.path.join(model_dir, "final_metrics.json"),

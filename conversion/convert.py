@@ -1,0 +1,74 @@
+"""Converts a trained model to .tflite files, each audited, with sidecar metadata.
+
+    python -m conversion.convert --model=MODEL_DIR_OR_FILE --out_dir=DIR \
+        --formats=float32,float16,int8_ptq,int8_qat [--input_type=uint8] [--output_type=uint8]
+
+--model is a float training dir (its best export; int8_qat then uses DIR/qat) or a float
+.keras file (give --qat_model for int8_qat). PTQ calibrates on eval-preprocessed crops of the
+training set (200 by default), never on augmented ones.
+"""
+
+import os
+import sys
+
+from absl import app, flags
+
+import fptflite  # noqa: F401  (selects tf_keras before TensorFlow loads)
+from fptflite.data.coco import load_instances
+from fptflite.models.io import load_model
+from fptflite.tasks import trainer
+from fptflite.tflite import convert as convert_lib
+from fptflite.tflite.export import export_formats
+
+_MODEL = flags.DEFINE_string("model", None, "Float training dir or float .keras file.")
+_QAT = flags.DEFINE_string("qat_model", None, "QAT .h5 file or QAT training dir "
+                           "(default: MODEL/qat when --model is a dir).")
+_OUT = flags.DEFINE_string("out_dir", None, "Output folder.")
+_FORMATS = flags.DEFINE_list("formats", ["float32", "float16", "int8_ptq", "int8_qat"],
+                             f"Any of {convert_lib.FORMATS}.")
+_IN_TYPE = flags.DEFINE_enum("input_type", "uint8", ["uint8", "int8", "float32"],
+                             "Input tensor type of int8 files.")
+_OUT_TYPE = flags.DEFINE_enum("output_type", "uint8", ["uint8", "int8", "float32"],
+                              "Heatmap output type of int8 files.")
+_CALIB_ANN = flags.DEFINE_string("calib_ann_file", None, "Calibration annotations (default: "
+                                 "the training set of --model's config).")
+_CALIB_IMG = flags.DEFINE_string("calib_image_dir", None, "Calibration images.")
+_NUM_CALIB = flags.DEFINE_integer("num_calibration", convert_lib.DEFAULT_NUM_CALIBRATION,
+                                  "Calibration crops.")
+_NAME = flags.DEFINE_string("name", None, "File name stem (default: the model's name).")
+flags.mark_flags_as_required(["model", "out_dir"])
+
+
+def _resolve(path: str) -> str:
+    return trainer.best_export(path) if os.path.isdir(path) else path
+
+
+def main(argv):
+    del argv
+    formats = list(_FORMATS.value)
+    float_model = load_model(_resolve(_MODEL.value))
+    qat_model = None
+    if "int8_qat" in formats:
+        qat_path = _QAT.value or (os.path.join(_MODEL.value, "qat")
+                                  if os.path.isdir(_MODEL.value) else None)
+        if not qat_path:
+            raise app.UsageError("int8_qat needs --qat_model (a QAT .h5 or QAT training dir)")
+        qat_model = load_model(_resolve(qat_path))
+    calib = None
+    if any(f.startswith("int8") for f in formats):
+        ann, images = _CALIB_ANN.value, _CALIB_IMG.value
+        if not ann and os.path.isdir(_MODEL.value):
+            paths = trainer.load_config(_MODEL.value).data.paths()
+            ann, images = paths["train_ann"], paths["train_images"]
+        if not ann or not images:
+            raise app.UsageError("int8 formats need --calib_ann_file and --calib_image_dir")
+        h, w = (int(d) for d in float_model.input_shape[1:3])
+        instances, _ = load_instances(ann, images, w / h)
+        calib = convert_lib.calibration_crops(instances, (h, w), _NUM_CALIB.value)
+    export_formats(_OUT.value, _NAME.value or float_model.name, formats, float_model, qat_model,
+                   calib, _IN_TYPE.value, _OUT_TYPE.value)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(app.run(main))

@@ -1,0 +1,63 @@
+"""COCO evaluation of a .tflite with the LiteRT interpreter, optionally against its float model.
+
+    python -m conversion.evaluate_tflite --tflite=FILE --ann_file=... --image_dir=... \
+        [--det_file=...] [--num_threads=2] [--compare_to=FLOAT_MODEL] --out_dir=DIR
+
+Same preprocessing, decoding and COCOeval as training.evaluate. With --compare_to (a float
+.keras or training dir) it writes a parity report: both APs, the AP delta, per-keypoint pixel
+error between the two models on the same crops, heatmap correlation and parity.png.
+"""
+
+import os
+import sys
+
+from absl import app, flags
+
+import fptflite  # noqa: F401  (selects tf_keras before TensorFlow loads)
+from fptflite.data.coco import load_instances
+from fptflite.evaluation import coco_eval, parity
+from fptflite.models.io import load_model
+from fptflite.tasks import trainer
+from fptflite.tflite.runner import TFLitePredictor
+
+_TFLITE = flags.DEFINE_string("tflite", None, "The .tflite file.")
+_ANN = flags.DEFINE_string("ann_file", None, "COCO person keypoints JSON.")
+_IMAGES = flags.DEFINE_string("image_dir", None, "Folder of the images.")
+_DET = flags.DEFINE_string("det_file", None, "Person detections JSON (else GT boxes).")
+_DET_THR = flags.DEFINE_float("det_score_threshold", 0.0, "Minimum detection score.")
+_THREADS = flags.DEFINE_integer("num_threads", None, "Interpreter threads (default: all).")
+_COMPARE = flags.DEFINE_string("compare_to", None, "Float model (.keras or training dir).")
+_FLIP = flags.DEFINE_bool("flip_test", False, "Average with the flipped image's heatmaps.")
+_DECODE = flags.DEFINE_enum("decode", "dark", ["dark", "quarter", "argmax"], "Decoder.")
+_BATCH = flags.DEFINE_integer("batch_size", 32, "Crops per interpreter call.")
+_OUT = flags.DEFINE_string("out_dir", None, "Results go here.")
+flags.mark_flags_as_required(["tflite", "ann_file", "image_dir", "out_dir"])
+
+
+def main(argv):
+    del argv
+    predictor = TFLitePredictor(_TFLITE.value, num_threads=_THREADS.value)
+    h, w = predictor.input_size
+    instances, report = load_instances(_ANN.value, _IMAGES.value, w / h, det_file=_DET.value,
+                                       det_score_threshold=_DET_THR.value)
+    if not _COMPARE.value:
+        stats, _ = coco_eval.evaluate(predictor, instances, _ANN.value, (h, w), _OUT.value,
+                                      _BATCH.value, _FLIP.value, _DECODE.value)
+        print(coco_eval.format_stats(stats, f"{_TFLITE.value}: {report.summary()}"))
+        return 0
+    path = trainer.best_export(_COMPARE.value) if os.path.isdir(_COMPARE.value) \
+        else _COMPARE.value
+    float_model = load_model(path)
+    rep = parity.evaluate_against_float(_TFLITE.value, float_model, instances, _ANN.value,
+                                        _OUT.value, _THREADS.value, _BATCH.value, _FLIP.value,
+                                        _DECODE.value)
+    print(coco_eval.format_stats(rep["float_stats"], f"float model {path}"))
+    print(coco_eval.format_stats(rep["stats"], f"{_TFLITE.value}"))
+    print(parity.format_parity({os.path.basename(_TFLITE.value): rep}))
+    print(f"parity report: {os.path.join(_OUT.value, 'parity.json')}, plot: "
+          f"{os.path.join(_OUT.value, 'parity.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(app.run(main))

@@ -1,0 +1,57 @@
+"""Quantization-aware fine-tuning of a trained float model.
+
+    python -m conversion.qat --model_dir=FLOAT_DIR [--qat_dir=FLOAT_DIR/qat] [--epochs=3]
+
+Takes the float run's resolved config, initialises from its best export (the float weights
+are verified to have reached the QAT model), wraps it with tfmot and fine-tunes with the same
+data pipeline, checkpoints and resume. Re-running the command resumes.
+"""
+
+import os
+import sys
+
+from absl import app, flags
+
+import fptflite  # noqa: F401  (selects tf_keras before TensorFlow loads)
+from fptflite.tasks import configs, trainer
+
+_MODEL_DIR = flags.DEFINE_string("model_dir", None, "The float training dir.")
+_QAT_DIR = flags.DEFINE_string("qat_dir", None, "Where QAT runs (default MODEL_DIR/qat).")
+_INIT = flags.DEFINE_string("init_from", None, "Float .keras to start from (default: the "
+                            "training dir's best export).")
+_EPOCHS = flags.DEFINE_integer("epochs", 3, "QAT epochs.")
+_LR = flags.DEFINE_float("learning_rate", None, "Peak learning rate (default: 1/10 of the "
+                         "float run's).")
+_SET = flags.DEFINE_multi_string("set", [], "More config overrides key=value.")
+_STRATEGY = flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
+                              "tf.distribute strategy.")
+_DETERMINISTIC = flags.DEFINE_bool("deterministic", False, "Enable TF op determinism.")
+flags.mark_flags_as_required(["model_dir"])
+
+
+def qat_config(float_cfg: configs.TrainConfig, init_from: str, epochs: int,
+               learning_rate: float | None, extra: list[str]) -> configs.TrainConfig:
+    cfg = configs.apply_overrides(float_cfg, [
+        f"init_from={init_from}", "quantize=true", f"epochs={epochs}",
+        f"learning_rate={learning_rate or float_cfg.learning_rate / 10}",
+        "lr_schedule=cosine", "warmup_epochs=0", f"eval_every_epochs={epochs}",
+        "checkpoint_every_steps=0"])
+    return configs.apply_overrides(cfg, extra)
+
+
+def main(argv):
+    del argv
+    float_cfg = trainer.load_config(_MODEL_DIR.value)
+    if float_cfg.quantize:
+        raise ValueError(f"{_MODEL_DIR.value} is already a QAT run; give the float run's dir")
+    init_from = _INIT.value or trainer.best_export(_MODEL_DIR.value)
+    cfg = qat_config(float_cfg, init_from, _EPOCHS.value, _LR.value, list(_SET.value))
+    qat_dir = _QAT_DIR.value or os.path.join(_MODEL_DIR.value, "qat")
+    trainer.train(cfg, qat_dir, trainer.make_strategy(_STRATEGY.value),
+                  deterministic=_DETERMINISTIC.value)
+    print(f"QAT model: {trainer.best_export(qat_dir)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(app.run(main))

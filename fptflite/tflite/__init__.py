@@ -1,0 +1,1 @@
+"""TFLite export and execution: conversion, op audit, metadata, LiteRT predictor."""

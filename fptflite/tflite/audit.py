@@ -1,0 +1,113 @@
+"""Op audit of a .tflite file: op counts, Flex ops, float compute in int8 files,
+DEPTH_TO_SPACE as one op, and TFLite's GPU-delegate compatibility report."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import io
+import os
+
+import numpy as np
+
+EDGE_OPS = {"QUANTIZE", "DEQUANTIZE"}
+# Ops that only move or reinterpret data; they carry the dtype of their input.
+_FLOAT_TYPES = (np.float32, np.float16, np.float64)
+
+
+def load_interpreter(model_path: str | None = None, model_content: bytes | None = None,
+                     num_threads: int | None = None, delegates: bool = True):
+    """A LiteRT interpreter with a clear error when the file is not a usable .tflite."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    source = model_path or "<bytes>"
+    if model_path is not None:
+        if not os.path.isfile(model_path):
+            raise FileNotFoundError(f"TFLite file not found: {model_path}")
+        with open(model_path, "rb") as f:
+            head = f.read(8)
+        if len(head) < 8 or head[4:8] != b"TFL3":
+            raise ValueError(f"{model_path} is not a TFLite flatbuffer (no TFL3 identifier)")
+    kwargs = {"num_threads": num_threads}
+    if not delegates:
+        kwargs["experimental_op_resolver_type"] = \
+            OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    try:
+        interpreter = Interpreter(model_path=model_path, model_content=model_content, **kwargs)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        raise ValueError(f"{source} cannot be loaded by the LiteRT interpreter: {e}") from e
+    return interpreter
+
+
+def gpu_compatibility_report(model_path: str) -> str:
+    """Text of TFLite's model analyzer with its GPU delegate compatibility check."""
+    import tensorflow as tf
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        tf.lite.experimental.Analyzer.analyze(model_path=model_path, gpu_compatibility=True)
+    text = buf.getvalue()
+    lines = [ln for ln in text.splitlines() if "GPU" in ln or "gpu" in ln]
+    return "\n".join(lines) if lines else "no GPU compatibility issues reported"
+
+
+def audit(model_path: str, expect_int8: bool) -> dict:
+    """Audits one .tflite file.
+
+    Returns:
+        dict with "ops" (name -> count), "flex_ops", "float_compute_ops" (ops other than
+        QUANTIZE/DEQUANTIZE that read or write float tensors), "depth_to_space" (count),
+        "input"/"output" dtype and quantization, "gpu_compatibility", and "passed" with the
+        list of "problems" (empty when passed).
+    """
+    interp = load_interpreter(model_path, delegates=False)
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+    ops = interp._get_ops_details()  # the public API has no op list
+    counts = collections.Counter(op["op_name"] for op in ops)
+    flex = sorted({op["op_name"] for op in ops if op["op_name"].startswith("Flex")
+                   or op["op_name"] == "CUSTOM"})
+    float_ops = []
+    for op in ops:
+        if op["op_name"] in EDGE_OPS:
+            continue
+        ids = [i for i in list(op["inputs"]) + list(op["outputs"]) if i >= 0 and i in tensors]
+        if any(tensors[i]["dtype"] in _FLOAT_TYPES for i in ids):
+            float_ops.append(op["op_name"])
+    problems = []
+    if flex:
+        problems.append(f"Flex/custom ops present: {flex}")
+    if expect_int8 and float_ops:
+        problems.append(f"float compute ops in an int8 file: {sorted(set(float_ops))}")
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    has_d2s = counts.get("DEPTH_TO_SPACE", 0)
+    report = {
+        "file": os.path.basename(model_path),
+        "size_bytes": os.path.getsize(model_path),
+        "ops": dict(sorted(counts.items())),
+        "num_ops": len(ops),
+        "flex_ops": flex,
+        "float_compute_ops": sorted(set(float_ops)),
+        "depth_to_space": has_d2s,
+        "input": {"shape": [int(d) for d in inp["shape"]], "dtype": inp["dtype"].__name__,
+                  "quantization": [float(v) for v in inp["quantization"]]},
+        "output": {"shape": [int(d) for d in out["shape"]], "dtype": out["dtype"].__name__,
+                   "quantization": [float(v) for v in out["quantization"]]},
+        "gpu_compatibility": gpu_compatibility_report(model_path),
+    }
+    report["problems"] = problems
+    report["passed"] = not problems
+    return report
+
+
+def format_audit(report: dict) -> str:
+    ops = ", ".join(f"{k} x{v}" for k, v in report["ops"].items())
+    status = "PASS" if report["passed"] else "FAIL: " + "; ".join(report["problems"])
+    return (f"{report['file']} ({report['size_bytes'] / 1e6:.2f} MB): {status}\n"
+            f"  input {report['input']['dtype']} {report['input']['shape']}, output "
+            f"{report['output']['dtype']} {report['output']['shape']}\n"
+            f"  ops ({report['num_ops']}): {ops}\n"
+            f"  DEPTH_TO_SPACE ops: {report['depth_to_space']}; Flex ops: "
+            f"{len(report['flex_ops'])}; float compute ops: "
+            f"{report['float_compute_ops'] or 'none'}\n"
+            f"  GPU delegate: {(report['gpu_compatibility'].splitlines() or [''])[0]}")

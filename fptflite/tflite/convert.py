@@ -1,0 +1,94 @@
+"""Keras -> TFLite conversion in four formats: float32, float16, int8_ptq and int8_qat.
+
+The int8 formats are fully integer (``TFLITE_BUILTINS_INT8``): every compute op runs in int8,
+with quantize/dequantize only at the edges when a float input or output is asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from fptflite import quantization
+
+FORMATS = ("float32", "float16", "int8_ptq", "int8_qat")
+IO_TYPES = {"float32": tf.float32, "uint8": tf.uint8, "int8": tf.int8}
+DEFAULT_NUM_CALIBRATION = 200
+
+
+def representative_dataset(images: np.ndarray) -> Callable[[], Iterable[list[np.ndarray]]]:
+    """A converter representative dataset over eval crops [N, H, W, 3] (float RGB 0..255)."""
+    if len(images) == 0:
+        raise ValueError("the calibration set is empty: int8 conversion needs eval crops")
+
+    def gen():
+        for img in images:
+            yield [img[None].astype(np.float32)]
+
+    return gen
+
+
+def convert(
+    model: keras.Model,
+    fmt: str,
+    calibration_images: np.ndarray | None = None,
+    input_type: str = "uint8",
+    output_type: str = "uint8",
+) -> bytes:
+    """Converts a Keras model to a TFLite flatbuffer.
+
+    Args:
+        model: a float zoo model (float32, float16, int8_ptq) or a QAT model (int8_qat).
+        fmt: one of ``FORMATS``.
+        calibration_images: eval-preprocessed crops [N, H, W, 3] for int8 formats (PTQ
+            calibrates on them; QAT keeps its trained ranges and the converter uses them only
+            where a tensor has none).
+        input_type / output_type: "uint8", "int8" or "float32" (int8 formats only).
+
+    Returns:
+        The .tflite bytes.
+
+    Raises:
+        ValueError: unknown format or type, a float model for int8_qat, a QAT model for the
+            float formats, or an empty calibration set.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose from {FORMATS}")
+    quantized = quantization.is_quantized(model)
+    if fmt == "int8_qat" and not quantized:
+        raise ValueError(f"int8_qat needs a QAT model, but {model.name} is a float model (no "
+                         "fake-quant layers): run conversion.qat first")
+    if fmt != "int8_qat" and quantized:
+        raise ValueError(f"{fmt} needs the float model, but {model.name} is a QAT model")
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if fmt == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif fmt.startswith("int8"):
+        for name, t in (("input_type", input_type), ("output_type", output_type)):
+            if t not in IO_TYPES:
+                raise ValueError(f"{name} must be one of {sorted(IO_TYPES)}, got {t!r}")
+        if calibration_images is None:
+            raise ValueError(f"{fmt} needs calibration images (eval crops)")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.representative_dataset = representative_dataset(calibration_images)
+        converter.inference_input_type = IO_TYPES[input_type]
+        converter.inference_output_type = IO_TYPES[output_type]
+    return converter.convert()
+
+
+def calibration_crops(instances: Sequence, input_size: Sequence[int],
+                      num: int = DEFAULT_NUM_CALIBRATION, seed: int = 0) -> np.ndarray:
+    """Eval-preprocessed crops (the affine crop only, no augmentation) of ``num`` instances
+    drawn without replacement. Returns [num, H, W, 3] float32."""
+    from fptflite.data.pipeline import eval_dataset
+
+    if num < 1 or not instances:
+        raise ValueError("the calibration set is empty: give at least one person instance")
+    idx = np.sort(np.random.default_rng(seed).permutation(len(instances))[:num])
+    crops = [images.numpy() for images, _ in eval_dataset(instances, input_size, 32, idx)]
+    return np.concatenate(crops)

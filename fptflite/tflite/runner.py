@@ -1,0 +1,69 @@
+"""Running a .tflite with the LiteRT interpreter as an evaluation predictor."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from fptflite.tflite.audit import load_interpreter
+
+
+class TFLitePredictor:
+    """Predictor ``(images [B, H, W, 3] float 0..255, indices) -> heatmaps [B, h, w, K]``.
+
+    Quantizes the input and dequantizes the output with the file's own parameters, and runs
+    whole batches (the batch dimension is resized as needed) on ``num_threads`` CPU threads
+    with XNNPACK.
+
+    Raises:
+        ValueError: the file is not a usable .tflite, or its input size differs from the
+            preprocessing's ``input_size``.
+    """
+
+    def __init__(self, path: str, input_size: Sequence[int] | None = None,
+                 num_threads: int | None = None):
+        self.path = path
+        self.interpreter = load_interpreter(path, num_threads=num_threads)
+        inp = self.interpreter.get_input_details()
+        out = self.interpreter.get_output_details()
+        if len(inp) != 1 or len(out) != 1 or len(inp[0]["shape"]) != 4 \
+                or inp[0]["shape"][3] != 3:
+            raise ValueError(f"{path} is not a pose model: expected one [1, H, W, 3] input and "
+                             "one heatmap output")
+        self._in, self._out = inp[0], out[0]
+        self.input_size = (int(inp[0]["shape"][1]), int(inp[0]["shape"][2]))
+        if input_size is not None and tuple(input_size) != self.input_size:
+            raise ValueError(
+                f"{path} takes {self.input_size[0]}x{self.input_size[1]} inputs but the "
+                f"preprocessing produces {input_size[0]}x{input_size[1]} crops")
+        self._batch = int(inp[0]["shape"][0])
+
+    def _resize(self, batch: int) -> None:
+        if batch != self._batch:
+            self.interpreter.resize_tensor_input(self._in["index"],
+                                                 [batch, *self.input_size, 3])
+            self.interpreter.allocate_tensors()
+            self._in = self.interpreter.get_input_details()[0]
+            self._out = self.interpreter.get_output_details()[0]
+            self._batch = batch
+
+    def quantize_input(self, images: np.ndarray) -> np.ndarray:
+        dtype = self._in["dtype"]
+        if dtype == np.float32:
+            return images.astype(np.float32)
+        scale, zero = self._in["quantization"]
+        info = np.iinfo(dtype)
+        return np.clip(np.round(images / scale + zero), info.min, info.max).astype(dtype)
+
+    def dequantize_output(self, raw: np.ndarray) -> np.ndarray:
+        if self._out["dtype"] == np.float32:
+            return raw.astype(np.float32)
+        scale, zero = self._out["quantization"]
+        return (raw.astype(np.float32) - zero) * scale
+
+    def __call__(self, images: np.ndarray, indices=None) -> np.ndarray:
+        self._resize(len(images))
+        self.interpreter.set_tensor(self._in["index"], self.quantize_input(images))
+        self.interpreter.invoke()
+        return self.dequantize_output(self.interpreter.get_tensor(self._out["index"]))
