@@ -171,12 +171,15 @@ def train_dataset(
     shard_index: int = 0,
     deterministic: bool = True,
     decode_roi: bool = True,
+    num_epochs: int = 1,
 ) -> tf.data.Dataset:
-    """One epoch of augmented training batches.
+    """Augmented training batches of epochs ``epoch`` .. ``epoch + num_epochs - 1``.
 
-    The epoch's order is a seeded permutation; worker ``shard_index`` of ``num_shards`` takes
-    every num_shards-th sample of it. ``skip_batches`` drops already-trained batches cheaply
-    (before any decoding) when a run resumes mid-epoch.
+    Each epoch's order is a seeded permutation; worker ``shard_index`` of ``num_shards`` takes
+    every num_shards-th sample of it, in whole batches, so no batch straddles two epochs.
+    ``skip_batches`` drops already-trained batches of the first epoch cheaply (before any
+    decoding) when a run resumes mid-epoch. One dataset for all remaining epochs avoids
+    re-tracing and re-filling the pipeline at every epoch.
 
     Returns:
         Dataset of (images [B, H, W, 3] float32 RGB 0..255, targets [B, H/4, W/4, K],
@@ -184,9 +187,14 @@ def train_dataset(
     """
     table = {k: tf.constant(v) for k, v in instance_table(instances).items()}
     n = len(instances)
-    order = epoch_order(n, batch_size, epoch, seed, num_shards, shard_index)
-    order = order[skip_batches * batch_size:]
-    keys = np.stack([np.full(n, seed, np.int64), epoch * n + np.arange(n)], 1)[order]
+    orders, keys = [], []
+    for e in range(epoch, epoch + num_epochs):
+        order = epoch_order(n, batch_size, e, seed, num_shards, shard_index)
+        if e == epoch:
+            order = order[skip_batches * batch_size:]
+        orders.append(order)
+        keys.append(np.stack([np.full(n, seed, np.int64), e * n + np.arange(n)], 1)[order])
+    order, keys = np.concatenate(orders), np.concatenate(keys)
     flip_perm = tf.constant(flip_permutation(table["keypoints"].shape[1]))
     ds = tf.data.Dataset.from_tensor_slices((order.astype(np.int32), keys))
     ds = ds.map(lambda i, k: _train_example(i, k, table, tuple(input_size), sigma, augment,

@@ -28,6 +28,7 @@ from fptflite.tasks.configs import TrainConfig, from_dict
 from fptflite.utils.io import atomic_path, write_json_atomic
 
 CONFIG_FILE = "config.json"
+SUMMARY_EVERY_STEPS = 10
 
 
 def export_path(model_dir: str, kind: str, quantized: bool) -> str:
@@ -276,26 +277,26 @@ def train(cfg: TrainConfig, model_dir: str, strategy: tf.distribute.Strategy | N
         per_replica = strategy.run(step_fn, args=batch)
         return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
+    first_epoch, first_step = int(epoch_var.numpy()), int(step_var.numpy())
+
+    def dataset_fn(ctx):
+        # Batched per replica; local replicas take consecutive batches round-robin, so one
+        # step consumes ``local_replicas`` batches of this worker's shard.
+        return pipeline.train_dataset(
+            instances, cfg.input_size, ctx.get_per_replica_batch_size(global_batch),
+            first_epoch, cfg.seed, cfg.sigma, cfg.augment,
+            skip_batches=first_step * local_replicas, num_shards=ctx.num_input_pipelines,
+            shard_index=ctx.input_pipeline_id, num_epochs=max(cfg.epochs - first_epoch, 1))
+
+    iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
     stats: dict = {}
     while int(epoch_var.numpy()) < cfg.epochs:
         epoch, start_step = int(epoch_var.numpy()), int(step_var.numpy())
         print(f"Epoch {epoch + 1}/{cfg.epochs}" + (f" (resuming at step {start_step})"
                                                     if start_step else ""), flush=True)
-
-        def dataset_fn(ctx, epoch=epoch, start_step=start_step):
-            # Batched per replica; local replicas take consecutive batches round-robin, so
-            # one step consumes ``local_replicas`` batches of this worker's shard.
-            return pipeline.train_dataset(
-                instances, cfg.input_size, ctx.get_per_replica_batch_size(global_batch),
-                epoch, cfg.seed, cfg.sigma, cfg.augment,
-                skip_batches=start_step * local_replicas,
-                num_shards=ctx.num_input_pipelines, shard_index=ctx.input_pipeline_id)
-
-        dist_ds = strategy.distribute_datasets_from_function(dataset_fn)
         progbar = keras.utils.Progbar(steps, stateful_metrics=["loss", "lr"])
         progbar.update(start_step)
         t0, step = time.time(), start_step
-        iterator = iter(dist_ds)
         while step < steps:
             try:
                 batch = next(iterator)
@@ -312,14 +313,16 @@ def train(cfg: TrainConfig, model_dir: str, strategy: tf.distribute.Strategy | N
             step_var.assign(step)
             if kill_after_steps and int(optimizer.iterations.numpy()) >= kill_after_steps:
                 os.kill(os.getpid(), signal.SIGKILL)
-            current_lr = float(lr(optimizer.iterations))
+            iterations = int(optimizer.iterations.numpy())
+            current_lr = float(lr(iterations))
             progbar.update(step, [("loss", loss), ("lr", current_lr)])
-            with writer.as_default(step=int(optimizer.iterations.numpy())):
-                tf.summary.scalar("train/loss", loss)
-                tf.summary.scalar("train/learning_rate", current_lr)
+            if iterations % SUMMARY_EVERY_STEPS == 0:
+                with writer.as_default(step=iterations):
+                    tf.summary.scalar("train/loss", loss)
+                    tf.summary.scalar("train/learning_rate", current_lr)
             if cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0 \
                     and step < steps:
-                manager.save(checkpoint_number=int(optimizer.iterations.numpy()))
+                manager.save(checkpoint_number=iterations)
         epoch_var.assign(epoch + 1)
         step_var.assign(0)
         logging.info("epoch %d done in %.1f s", epoch + 1, time.time() - t0)
