@@ -29,23 +29,13 @@ _DETERMINISTIC = flags.DEFINE_bool("deterministic", False, "Enable TF op determi
 flags.mark_flags_as_required(["model_dir"])
 
 
-def qat_config(float_cfg: configs.TrainConfig, init_from: str, epochs: int,
-               learning_rate: float | None, extra: list[str]) -> configs.TrainConfig:
-    cfg = configs.apply_overrides(float_cfg, [
-        f"init_from={init_from}", "quantize=true", f"epochs={epochs}",
-        f"learning_rate={learning_rate or float_cfg.learning_rate / 10}",
-        "lr_schedule=cosine", "warmup_epochs=0", f"eval_every_epochs={epochs}",
-        "checkpoint_every_steps=0"])
-    return configs.apply_overrides(cfg, extra)
-
-
 def main(argv):
     del argv
     float_cfg = trainer.load_config(_MODEL_DIR.value)
     if float_cfg.quantize:
         raise ValueError(f"{_MODEL_DIR.value} is already a QAT run; give the float run's dir")
     init_from = _INIT.value or trainer.best_export(_MODEL_DIR.value)
-    cfg = qat_config(float_cfg, init_from, _EPOCHS.value, _LR.value, list(_SET.value))
+    cfg = configs.qat_config(float_cfg, init_from, _EPOCHS.value, _LR.value, list(_SET.value))
     qat_dir = _QAT_DIR.value or os.path.join(_MODEL_DIR.value, "qat")
     trainer.train(cfg, qat_dir, trainer.make_strategy(_STRATEGY.value),
                   deterministic=_DETERMINISTIC.value)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -72,13 +73,12 @@ def crop_matrix_tf(center, size, output_size, rotation_deg, flip):
     return tf.cond(tf.cast(flip, tf.bool), lambda: fm @ m, lambda: m)
 
 
-def _read_crop(path, matrix, output_size, decode_roi: bool = True):
+def _read_crop(contents, matrix, output_size, decode_roi: bool = True):
     """Decodes only the image region the crop needs and warps it. Returns [H, W, 3] float32.
 
     ``decode_roi=False`` decodes whole JPEGs (for the benchmark's comparison).
     """
     out_h, out_w = output_size
-    contents = tf.io.read_file(path)
     inv = tf.linalg.inv(matrix)
     corners = tf.constant([[0.0, 0.0, 1.0], [out_w - 1.0, 0.0, 1.0], [0.0, out_h - 1.0, 1.0],
                            [out_w - 1.0, out_h - 1.0, 1.0]])
@@ -131,13 +131,11 @@ def _half_body(kps, center, size, aspect, u_choice):
     return tf.cond(ok, box, lambda: (center, size))
 
 
-def _train_example(index, sample_key, table, input_size, sigma, aug: AugmentConfig, flip_perm,
-                   decode_roi=True):
+def _augment(contents, center, size, kps, sample_key, input_size, sigma, aug: AugmentConfig,
+             flip_perm, decode_roi=True):
+    """One augmented training example from encoded image bytes and its person record."""
     h, w = input_size
     aspect = w / h
-    center = tf.gather(table["center"], index)
-    size = tf.gather(table["size"], index)
-    kps = tf.gather(table["keypoints"], index)
     r = tf.random.stateless_uniform([6], seed=sample_key)
     z = tf.random.stateless_normal([1], seed=sample_key + 1)[0]
     n_vis = tf.reduce_sum(tf.cast(kps[:, 2] > 0, tf.int32))
@@ -149,13 +147,21 @@ def _train_example(index, sample_key, table, input_size, sigma, aug: AugmentConf
     rot = tf.where(r[2] < aug.rotation_prob, (r[3] * 2 - 1) * aug.rotation_deg, 0.0)
     flip = aug.flip & (r[4] < 0.5)
     m = crop_matrix_tf(center, size, input_size, rot, flip)
-    image = _read_crop(tf.gather(table["path"], index), m, input_size, decode_roi)
+    image = _read_crop(contents, m, input_size, decode_roi)
     xy = tf.linalg.matmul(kps[:, :2], m[:2, :2], transpose_b=True) + m[:2, 2]
     crop_kps = tf.concat([xy, kps[:, 2:]], axis=1)
     crop_kps = tf.cond(flip, lambda: tf.gather(crop_kps, flip_perm), lambda: crop_kps)
     targets, weights = codec.encode_keypoints_tf(
         crop_kps, (h // HEATMAP_STRIDE, w // HEATMAP_STRIDE), HEATMAP_STRIDE, sigma)
     return image, targets, weights[None, None, :]
+
+
+def _train_example(index, sample_key, table, input_size, sigma, aug: AugmentConfig, flip_perm,
+                   decode_roi=True):
+    contents = tf.io.read_file(tf.gather(table["path"], index))
+    return _augment(contents, tf.gather(table["center"], index), tf.gather(table["size"], index),
+                    tf.gather(table["keypoints"], index), sample_key, tuple(input_size), sigma,
+                    aug, flip_perm, decode_roi)
 
 
 def train_dataset(
@@ -233,8 +239,71 @@ def eval_dataset(
     def crop(i):
         m = crop_matrix_tf(tf.gather(table["center"], i), tf.gather(table["size"], i),
                            tuple(input_size), 0.0, False)
-        return _read_crop(tf.gather(table["path"], i), m, tuple(input_size)), i
+        return _read_crop(tf.io.read_file(tf.gather(table["path"], i)), m,
+                          tuple(input_size)), i
 
     ds = tf.data.Dataset.from_tensor_slices(idx.astype(np.int32))
     ds = ds.map(crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def tfrecord_steps_per_epoch(index: dict, batch_size: int, num_shards: int = 1) -> int:
+    """Full batches per epoch that every worker can make from its share of the shard files."""
+    counts = list(index["shards"].values())
+    if num_shards > len(counts):
+        raise ValueError(f"{len(counts)} TFRecord shards cannot feed {num_shards} workers")
+    per_worker = [sum(counts[w::num_shards]) for w in range(num_shards)]
+    return min(per_worker) // batch_size
+
+
+def tfrecord_train_dataset(
+    tfrecord_dir: str,
+    input_size: Sequence[int],
+    batch_size: int,
+    epoch: int,
+    seed: int = 0,
+    sigma: float = 2.0,
+    augment: AugmentConfig = AugmentConfig(),
+    skip_batches: int = 0,
+    num_shards: int = 1,
+    shard_index: int = 0,
+    num_epochs: int = 1,
+    num_keypoints: int = 17,
+    shuffle_buffer: int = 4096,
+    prefix: str = "train",
+) -> tf.data.Dataset:
+    """Like ``train_dataset`` but reading ``training.prepare_coco`` shards.
+
+    Per epoch: the shard files are permuted with (seed, epoch) and dealt to the workers
+    (file-level sharding), records are shuffled in a seeded buffer, and every worker takes the
+    same number of full batches. Deterministic for a seed, so ``skip_batches`` resumes exactly.
+    """
+    from fptflite.data import tfrecords
+
+    index = tfrecords.read_index(tfrecord_dir, prefix)
+    names = sorted(index["shards"])
+    steps = tfrecord_steps_per_epoch(index, batch_size, num_shards)
+    flip_perm = tf.constant(flip_permutation(num_keypoints))
+    size = tuple(input_size)
+    epochs = []
+    for e in range(epoch, epoch + num_epochs):
+        files = [names[i] for i in np.random.default_rng([seed, e]).permutation(len(names))]
+        files = [os.path.join(tfrecord_dir, f) for f in files[shard_index::num_shards]]
+        ds = tf.data.TFRecordDataset(files, num_parallel_reads=min(4, len(files)))
+        ds = ds.shuffle(shuffle_buffer, seed=seed * 100003 + e, reshuffle_each_iteration=False)
+        ds = ds.take(steps * batch_size).enumerate()
+        if e == epoch and skip_batches:
+            ds = ds.skip(skip_batches * batch_size)
+        base = e * 10_000_000 + shard_index * 1_000_000
+
+        def example(pos, record, base=base):
+            contents, center, box, kps = tfrecords.parse_record(record, num_keypoints)
+            key = tf.stack([tf.constant(seed, tf.int64), base + pos])
+            return _augment(contents, center, box, kps, key, size, sigma, augment, flip_perm)
+
+        epochs.append(ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                      .batch(batch_size, drop_remainder=True))
+    out = epochs[0]
+    for ds in epochs[1:]:
+        out = out.concatenate(ds)
+    return out.prefetch(tf.data.AUTOTUNE)

@@ -27,6 +27,7 @@ class DataConfig:
     use_detections: bool = False
     det_score_threshold: float = 0.0
     skip_invalid: bool = False
+    tfrecord_dir: str = ""  # train from training.prepare_coco shards instead of image files
     synthetic_num_train: int = 0
     synthetic_num_val: int = 0
     synthetic_seed: int = 0
@@ -122,7 +123,7 @@ CONFIGS: dict[str, Any] = {
     "demo": lambda: TrainConfig(
         model="fasterpose_mnv2_050", input_size=(128, 96), feature_stride=16, neck_channels=64,
         bn_momentum=0.9, learning_rate=5e-3, lr_schedule="cosine", warmup_epochs=0.5,
-        epochs=36, batch_size_per_replica=32, eval_every_epochs=12, eval_flip_test=True,
+        epochs=34, batch_size_per_replica=32, eval_every_epochs=0, eval_flip_test=True,
         augment=AugmentConfig(scale_factor=0.25, rotation_deg=30.0, rotation_prob=0.5,
                               half_body_prob=0.1),
         data=DataConfig(layout="synthetic", synthetic_num_train=1200, synthetic_num_val=150,
@@ -208,3 +209,20 @@ def apply_overrides(cfg: TrainConfig, items: list[str]) -> TrainConfig:
             raise ValueError(f"override needs key=value, got {item!r}")
         cfg = override(cfg, key.strip(), value)
     return cfg
+
+
+def qat_config(float_cfg: TrainConfig, init_from: str, epochs: int,
+               learning_rate: float | None = None, extra: list[str] | None = None
+               ) -> TrainConfig:
+    """The QAT fine-tuning config derived from a float run's config.
+
+    Same model, data and augmentation; starts from ``init_from`` (a float .keras), wraps the
+    model for QAT, and fine-tunes for ``epochs`` with a cosine schedule from 1/10 of the float
+    run's learning rate unless ``learning_rate`` is given.
+    """
+    cfg = apply_overrides(float_cfg, [
+        f"init_from={init_from}", "quantize=true", f"epochs={epochs}",
+        f"learning_rate={learning_rate or float_cfg.learning_rate / 10}",
+        "lr_schedule=cosine", "warmup_epochs=0", f"eval_every_epochs={epochs}",
+        "checkpoint_every_steps=0"])
+    return apply_overrides(cfg, extra or [])

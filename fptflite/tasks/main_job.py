@@ -63,9 +63,7 @@ def run(opts: MainJobOptions) -> dict:
     t = time.time()
     print(f"== 2/4 quantization-aware training ({opts.qat_epochs} epochs) -> {qat_dir}",
           flush=True)
-    from conversion.qat import qat_config
-
-    qcfg = qat_config(cfg, trainer.best_export(float_dir), opts.qat_epochs,
+    qcfg = configs.qat_config(cfg, trainer.best_export(float_dir), opts.qat_epochs,
                       opts.qat_learning_rate, [])
     trainer.train(qcfg, qat_dir)
     timings["qat_s"] = time.time() - t

@@ -211,11 +211,21 @@ def train(cfg: TrainConfig, model_dir: str, strategy: tf.distribute.Strategy | N
         keras.mixed_precision.set_global_policy("mixed_float16")
     paths = ensure_data(cfg)
     h, w = cfg.input_size
-    instances, report = coco.load_instances(
-        paths["train_ann"], paths["train_images"], w / h, training=True,
-        skip_invalid=cfg.data.skip_invalid)
-    if cfg.data.skip_invalid:
-        instances = coco.drop_unreadable_images(instances, report)
+    index = None
+    if cfg.data.tfrecord_dir:  # images were validated and cut when the shards were written
+        from fptflite.data import tfrecords
+
+        index = tfrecords.read_index(cfg.data.tfrecord_dir)
+        if index["input_size"] != list(cfg.input_size):
+            raise ValueError(f"{cfg.data.tfrecord_dir} was prepared for input "
+                             f"{index['input_size']}, the config trains at {cfg.input_size}")
+        instances, report = [], coco.LoadReport(kept=index["num_records"])
+    else:
+        instances, report = coco.load_instances(
+            paths["train_ann"], paths["train_images"], w / h, training=True,
+            skip_invalid=cfg.data.skip_invalid)
+        if cfg.data.skip_invalid:
+            instances = coco.drop_unreadable_images(instances, report)
     val_instances, _ = coco.load_instances(
         paths["val_ann"], paths["val_images"], w / h, det_file=paths["val_det"],
         det_score_threshold=cfg.data.det_score_threshold)
@@ -224,12 +234,15 @@ def train(cfg: TrainConfig, model_dir: str, strategy: tf.distribute.Strategy | N
     local_replicas = max(replicas // num_workers, 1)
     global_batch = cfg.batch_size_per_replica * replicas
     per_worker_batch = cfg.batch_size_per_replica * local_replicas
-    steps = pipeline.steps_per_epoch(len(instances), per_worker_batch, num_workers)
+    if index is not None:
+        steps = pipeline.tfrecord_steps_per_epoch(index, per_worker_batch, num_workers)
+    else:
+        steps = pipeline.steps_per_epoch(len(instances), per_worker_batch, num_workers)
     if steps < 1:
-        raise ValueError(f"{len(instances)} training persons are fewer than one batch of "
-                         f"{global_batch}")
+        raise ValueError(f"{report.kept} training persons are fewer than one batch of "
+                         f"{global_batch} per worker")
     logging.info("training %s on %d persons (%s): %d replicas, global batch %d, %d steps/epoch",
-                 cfg.model, len(instances), report.summary(), replicas, global_batch, steps)
+                 cfg.model, report.kept, report.summary(), replicas, global_batch, steps)
 
     keras.utils.set_random_seed(cfg.seed)  # the same initial weights on every worker and rerun
     with strategy.scope():
@@ -282,6 +295,13 @@ def train(cfg: TrainConfig, model_dir: str, strategy: tf.distribute.Strategy | N
     def dataset_fn(ctx):
         # Batched per replica; local replicas take consecutive batches round-robin, so one
         # step consumes ``local_replicas`` batches of this worker's shard.
+        if cfg.data.tfrecord_dir:
+            return pipeline.tfrecord_train_dataset(
+                cfg.data.tfrecord_dir, cfg.input_size,
+                ctx.get_per_replica_batch_size(global_batch), first_epoch, cfg.seed, cfg.sigma,
+                cfg.augment, skip_batches=first_step * local_replicas,
+                num_shards=ctx.num_input_pipelines, shard_index=ctx.input_pipeline_id,
+                num_epochs=max(cfg.epochs - first_epoch, 1), num_keypoints=cfg.num_keypoints)
         return pipeline.train_dataset(
             instances, cfg.input_size, ctx.get_per_replica_batch_size(global_batch),
             first_epoch, cfg.seed, cfg.sigma, cfg.augment,
