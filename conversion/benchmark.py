@@ -41,7 +41,11 @@ def main(argv):
     size = parse_hw(_INPUT.value)
     rng = np.random.default_rng(0)
     calib = rng.uniform(0, 255, (8, *size, 3)).astype(np.float32)
-    workdir = _KEEP.value or tempfile.mkdtemp(prefix="fptflite_latency_")
+    with tempfile.TemporaryDirectory(prefix="fptflite_latency_") as tmp:
+        return _run(size, calib, _KEEP.value or tmp)
+
+
+def _run(size, calib, workdir) -> int:
     files, macs = {}, {}
     counter = ProgressCounter(len(_MODELS.value) * len(_FORMATS.value), "converting")
     for name in _MODELS.value:

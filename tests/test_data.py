@@ -125,6 +125,20 @@ def test_invalid_json_and_missing_file(tmp_path):
         coco.load_instances(str(tmp_path / "nope.json"), str(tmp_path), 0.75)
 
 
+def test_bad_detection_files(tmp_path):
+    d, image_dir = _valid(tmp_path)
+    ann = _write(tmp_path, d)
+    det = _write(tmp_path, {"image_id": 1}, "dets.json")
+    with pytest.raises(coco.DataError, match="dets.json: expected a JSON list"):
+        coco.load_instances(ann, image_dir, 0.75, det_file=det)
+    det = _write(tmp_path, [{"image_id": 1, "bbox": [0, 0, 0, 5], "score": 0.9}], "dets.json")
+    with pytest.raises(coco.DataError, match="detection 0: bbox .* zero"):
+        coco.load_instances(ann, image_dir, 0.75, det_file=det)
+    det = _write(tmp_path, [{"image_id": 7, "bbox": [0, 0, 4, 5], "score": 0.9}], "dets.json")
+    with pytest.raises(coco.DataError, match="image_id 7 is not in"):
+        coco.load_instances(ann, image_dir, 0.75, det_file=det)
+
+
 def test_skip_invalid_counts_instead_of_raising(tmp_path):
     d, image_dir = _valid(tmp_path)
     bad = dict(d["annotations"][0], id=6, bbox=[0, 0, -1, 5])

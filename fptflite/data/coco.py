@@ -62,19 +62,26 @@ class LoadReport:
         return f"kept {self.kept} persons; skipped " + (", ".join(parts) if parts else "none")
 
 
+def read_json(path: str, kind: str, expected: type):
+    """Reads a JSON file of ``expected`` top-level type; errors name the ``kind`` and path."""
+    if not os.path.isfile(path):
+        raise DataError(f"{kind} file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{kind} file {path} is not valid JSON: {e}") from e
+    if not isinstance(data, expected):
+        raise DataError(f"{kind} file {path}: expected a JSON {expected.__name__} at the top "
+                        "level")
+    return data
+
+
 def load_coco(ann_file: str):
     """Loads an annotation file with pycocotools, quietly, with a clear error if it is bad."""
     from pycocotools.coco import COCO
 
-    if not os.path.isfile(ann_file):
-        raise DataError(f"annotation file not found: {ann_file}")
-    try:
-        with open(ann_file, encoding="utf-8") as f:
-            dataset = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"annotation file {ann_file} is not valid JSON: {e}") from e
-    if not isinstance(dataset, dict):
-        raise DataError(f"annotation file {ann_file}: expected a JSON object at the top level")
+    dataset = read_json(ann_file, "annotation", dict)
     for key in ("images", "annotations", "categories"):
         if not isinstance(dataset.get(key), list):
             raise DataError(f"annotation file {ann_file}: missing or invalid '{key}' list")
@@ -217,15 +224,7 @@ def load_instances(
             instances.append(PersonInstance(ann["image_id"], path, center, size, kps, 1.0,
                                             float(size[0] * size[1]), int(ann["id"])))
     else:
-        if not os.path.isfile(det_file):
-            raise DataError(f"detection file not found: {det_file}")
-        try:
-            with open(det_file, encoding="utf-8") as f:
-                dets = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise DataError(f"detection file {det_file} is not valid JSON: {e}") from e
-        if not isinstance(dets, list):
-            raise DataError(f"detection file {det_file}: expected a JSON list of detections")
+        dets = read_json(det_file, "detection", list)
         for i, det in enumerate(dets):
             source = f"{det_file}, detection {i}"
             if not isinstance(det, dict) or "image_id" not in det or "score" not in det:

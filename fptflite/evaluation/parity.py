@@ -63,7 +63,8 @@ def evaluate_against_float(
     crops; writes both result sets, ``parity.json`` and ``parity.png`` into ``out_dir``.
 
     Returns:
-        The parity report, plus "float_result" = (stats, predictions) for reuse.
+        The parity report, plus "float_result" and "tflite_result" = (stats, predictions)
+        for reuse (pictures, further comparisons).
     """
     import os
 
@@ -88,6 +89,7 @@ def evaluate_against_float(
     visualization.parity_plot({label or os.path.basename(tflite_path): report},
                               os.path.join(out_dir, "parity.png"))
     report["float_result"] = float_result
+    report["tflite_result"] = (stats, pred)
     return report
 
 

@@ -14,12 +14,11 @@ from absl import logging
 
 from fptflite import visualization
 from fptflite.data.coco import load_instances
-from fptflite.evaluation import coco_eval, parity
+from fptflite.evaluation import parity
 from fptflite.models.io import load_model
 from fptflite.tasks import configs, trainer
 from fptflite.tflite import convert as convert_lib
 from fptflite.tflite.export import export_formats
-from fptflite.tflite.runner import TFLitePredictor
 from fptflite.utils.io import write_bytes_atomic, write_json_atomic
 
 QAT_TOLERANCE_POINTS = 1.0
@@ -83,22 +82,20 @@ def run(opts: MainJobOptions) -> dict:
     print("== 4/4 float vs TFLite evaluation (LiteRT interpreter, CPU)", flush=True)
     val_instances, _ = load_instances(paths["val_ann"], paths["val_images"], w / h,
                                       det_file=paths["val_det"])
-    reports, float_result = {}, None
+    reports, predictions, float_result = {}, {}, None
     for fmt in ("float32", "int8_qat", "int8_ptq"):
         rep = parity.evaluate_against_float(
             exported[fmt]["path"], float_model, val_instances, paths["val_ann"],
             os.path.join(eval_dir, fmt), opts.num_threads, cfg.eval_batch_size,
             cfg.eval_flip_test, cfg.eval_decode, float_result, label=fmt)
         float_result = rep.pop("float_result")
+        predictions[fmt] = rep.pop("tflite_result")[1]
         reports[fmt] = rep
     timings["evaluate_s"] = time.time() - t
     timings["total_s"] = time.time() - t_start
 
     float_stats, float_pred = float_result
-    qat_pred = coco_eval.predict_instances(
-        TFLitePredictor(exported["int8_qat"]["path"], cfg.input_size, opts.num_threads),
-        val_instances, cfg.input_size, cfg.eval_batch_size, cfg.eval_flip_test,
-        cfg.eval_decode, progress=False)
+    qat_pred = predictions["int8_qat"]
     pictures = {
         "skeletons_int8_qat": visualization.skeleton_grid(
             val_instances, qat_pred["coords"], qat_pred["scores"],
