@@ -199,6 +199,13 @@ def load_instances(
             path_cache[image_id] = path
         return path_cache[image_id]
 
+    def add(image_id, box, kps, score: float, ann_id: int, source: str) -> None:
+        path = image_path(image_id, source)
+        if path is not None:
+            center, size = box_to_center_size(box, aspect_ratio)
+            instances.append(PersonInstance(image_id, path, center, size, kps, score,
+                                            float(size[0] * size[1]), ann_id))
+
     if det_file is None:
         for ann in coco.dataset["annotations"]:
             source = f"{ann_file}, annotation {ann['id']} (image {ann['image_id']})"
@@ -217,12 +224,7 @@ def load_instances(
             except DataError as e:
                 fail("invalid annotation", str(e))
                 continue
-            path = image_path(ann["image_id"], source)
-            if path is None:
-                continue
-            center, size = box_to_center_size(box, aspect_ratio)
-            instances.append(PersonInstance(ann["image_id"], path, center, size, kps, 1.0,
-                                            float(size[0] * size[1]), int(ann["id"])))
+            add(ann["image_id"], box, kps, 1.0, int(ann["id"]), source)
     else:
         dets = read_json(det_file, "detection", list)
         for i, det in enumerate(dets):
@@ -241,13 +243,7 @@ def load_instances(
             except DataError as e:
                 fail("invalid detection", str(e))
                 continue
-            path = image_path(det["image_id"], source)
-            if path is None:
-                continue
-            center, size = box_to_center_size(box, aspect_ratio)
-            instances.append(PersonInstance(det["image_id"], path, center, size,
-                                            np.zeros((NUM_KEYPOINTS, 3)), score,
-                                            float(size[0] * size[1]), -1))
+            add(det["image_id"], box, np.zeros((NUM_KEYPOINTS, 3)), score, -1, source)
     report.kept = len(instances)
     if not instances:
         raise DataError(f"no usable person instances in {det_file or ann_file}")
