@@ -18,11 +18,11 @@ import numpy as np
 from absl import app, flags
 
 import fptflite  # noqa: F401  (selects tf_keras before TensorFlow loads)
-from fptflite.evaluation.coco_eval import ProgressCounter
 from fptflite.models import build_model, count_macs
 from fptflite.tflite import benchmark, convert
 from fptflite.utils.cli import parse_hw
 from fptflite.utils.io import write_bytes_atomic, write_json_atomic
+from fptflite.utils.progress import ProgressCounter
 
 _MODELS = flags.DEFINE_list("models", ["fasterpose_r50", "simplebaseline_r50",
                                        "fasterpose_mnv2", "simplebaseline_mnv2"], "Zoo models.")

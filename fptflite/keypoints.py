@@ -54,6 +54,10 @@ COCO_OKS_SIGMAS: np.ndarray = np.array(
     dtype=np.float64,
 ) / 10.0
 
+# Head and arms; HRNet's half-body augmentation crops to these or to the rest (hips, legs).
+COCO_UPPER_BODY: tuple[int, ...] = tuple(
+    i for i, n in enumerate(COCO_KEYPOINT_NAMES) if not n.endswith(("hip", "knee", "ankle")))
+
 PERSON_CATEGORY: dict = {
     "id": 1,
     "name": "person",

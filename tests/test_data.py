@@ -247,3 +247,18 @@ def test_shards_partition_the_epoch():
     assert len({len(o) for o in orders}) == 1
     allidx = np.concatenate(orders)
     assert len(set(allidx)) == len(allidx)
+
+
+def test_half_body_box_by_hand():
+    kps = np.zeros((17, 3), np.float32)
+    kps[:, 2] = 2
+    kps[:11, :2] = [[100 + 2 * i, 50 + 3 * i] for i in range(11)]  # head and arms
+    kps[11:, :2] = [[300, 400]] * 6  # hips and legs far away
+    center, size = pipeline._half_body(tf.constant(kps), tf.zeros(2), tf.ones(2), 0.75,
+                                       tf.constant(0.0))  # u < 0.5: upper body
+    # Upper-body box: x 100..120, y 50..80 -> centre (110, 65); w=20, h=30 -> h*0.75 = 22.5.
+    np.testing.assert_allclose(center.numpy(), [110, 65])
+    np.testing.assert_allclose(size.numpy(), [22.5 * 1.5, 30 * 1.5])
+    center, _ = pipeline._half_body(tf.constant(kps), tf.zeros(2), tf.ones(2), 0.75,
+                                    tf.constant(0.9))  # lower body
+    np.testing.assert_allclose(center.numpy(), [300, 400])

@@ -18,10 +18,8 @@ import tensorflow as tf
 
 from fptflite import codec
 from fptflite.data.coco import PersonInstance
-from fptflite.keypoints import flip_permutation
+from fptflite.keypoints import COCO_UPPER_BODY, flip_permutation
 from fptflite.models.zoo import HEATMAP_STRIDE
-
-UPPER_BODY = 11  # keypoints 0..10 are the upper body (head, arms)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +109,8 @@ def _read_crop(contents, matrix, output_size, decode_roi: bool = True):
 def _half_body(kps, center, size, aspect, u_choice):
     """HRNet's half-body crop: the box of the labelled upper- or lower-body keypoints x 1.5."""
     vis = kps[:, 2] > 0
-    upper = vis & (tf.range(tf.shape(kps)[0]) < UPPER_BODY)
+    upper = vis & tf.reduce_any(
+        tf.range(tf.shape(kps)[0])[:, None] == tf.constant(COCO_UPPER_BODY)[None, :], axis=1)
     lower = vis & ~upper
     n_up = tf.reduce_sum(tf.cast(upper, tf.int32))
     n_lo = tf.reduce_sum(tf.cast(lower, tf.int32))

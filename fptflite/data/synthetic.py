@@ -22,12 +22,15 @@ from typing import Any
 import cv2
 import numpy as np
 
-from fptflite.keypoints import NUM_KEYPOINTS, PERSON_CATEGORY
+from fptflite.keypoints import COCO_KEYPOINT_NAMES, NUM_KEYPOINTS, PERSON_CATEGORY
 from fptflite.utils.io import write_bytes_atomic, write_json_atomic
 
 IMAGE_SIZE = (240, 320)  # (H, W)
 (NOSE, L_EYE, R_EYE, L_EAR, R_EAR, L_SHO, R_SHO, L_ELB, R_ELB, L_WRI, R_WRI, L_HIP, R_HIP,
- L_KNE, R_KNE, L_ANK, R_ANK) = range(NUM_KEYPOINTS)
+ L_KNE, R_KNE, L_ANK, R_ANK) = (COCO_KEYPOINT_NAMES.index(n) for n in (
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder",
+    "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip",
+    "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle"))
 
 
 def _unit(angle: float) -> np.ndarray:

@@ -22,8 +22,8 @@ import numpy as np
 import tensorflow as tf
 
 from fptflite.data.coco import DataError, PersonInstance
-from fptflite.evaluation.coco_eval import ProgressCounter
 from fptflite.utils.io import atomic_path, write_json_atomic
+from fptflite.utils.progress import ProgressCounter
 
 INDEX_FILE = "index.json"
 REACH = 1.35 * math.sqrt(2)  # max scale-up times the rotation's corner reach

@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import sys
-import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -22,27 +20,10 @@ from fptflite.data import geometry
 from fptflite.data.coco import PersonInstance, load_coco
 from fptflite.evaluation import postprocess
 from fptflite.utils.io import write_json_atomic
+from fptflite.utils.progress import ProgressCounter
 
 Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
 STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
-
-
-class ProgressCounter:
-    """A one-line "done/total" counter with rate, for evaluation and conversion."""
-
-    def __init__(self, total: int, label: str, stream=sys.stderr, enabled: bool = True):
-        self.total, self.label, self.stream, self.enabled = total, label, stream, enabled
-        self.done, self.t0, self._last = 0, time.perf_counter(), 0.0
-
-    def update(self, n: int) -> None:
-        self.done += n
-        now = time.perf_counter()
-        if self.enabled and (now - self._last > 0.5 or self.done >= self.total):
-            rate = self.done / max(now - self.t0, 1e-9)
-            end = "\n" if self.done >= self.total else ""
-            self.stream.write(f"\r{self.label}: {self.done}/{self.total} ({rate:.1f}/s)" + end)
-            self.stream.flush()
-            self._last = now
 
 
 def predict_instances(

@@ -174,14 +174,9 @@ def _find_bad_image(instances, order: np.ndarray, batch_index: int, batch_size: 
     return coco.DataError(f"input pipeline failed in batch {batch_index}: {error}")
 
 
-def evaluate_model(model: keras.Model, cfg: TrainConfig, paths: dict, out_dir: str | None,
-                   progress: bool = True, instances=None):
-    """COCO keypoint AP of ``model`` on the configured validation set."""
-    if instances is None:
-        h, w = cfg.input_size
-        instances, _ = coco.load_instances(
-            paths["val_ann"], paths["val_images"], w / h, det_file=paths["val_det"],
-            det_score_threshold=cfg.data.det_score_threshold)
+def evaluate_model(model: keras.Model, cfg: TrainConfig, paths: dict, instances,
+                   out_dir: str | None, progress: bool = True):
+    """COCO keypoint AP of ``model`` on the validation ``instances`` of ``paths["val_ann"]``."""
     stats, _ = coco_eval.evaluate(
         coco_eval.keras_predictor(model), instances, paths["val_ann"], cfg.input_size, out_dir,
         cfg.eval_batch_size, cfg.eval_flip_test, cfg.eval_decode, progress)
@@ -348,9 +343,9 @@ def train(cfg: TrainConfig, model_dir: str, strategy: tf.distribute.Strategy | N
         logging.info("epoch %d done in %.1f s", epoch + 1, time.time() - t0)
         last = int(epoch_var.numpy()) == cfg.epochs
         if last or (cfg.eval_every_epochs and int(epoch_var.numpy()) % cfg.eval_every_epochs == 0):
-            stats = evaluate_model(model, cfg, paths,
+            stats = evaluate_model(model, cfg, paths, val_instances,
                                    os.path.join(model_dir, "eval") if is_chief else None,
-                                   progress=is_chief, instances=val_instances)
+                                   progress=is_chief)
             title = f"val after epoch {int(epoch_var.numpy())}"
             print(coco_eval.format_stats(stats, title), flush=True)
             with writer.as_default(step=int(optimizer.iterations.numpy())):

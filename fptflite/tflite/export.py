@@ -8,11 +8,11 @@ from collections.abc import Sequence
 import numpy as np
 import tf_keras as keras
 
-from fptflite.evaluation.coco_eval import ProgressCounter
 from fptflite.tflite import audit as audit_lib
 from fptflite.tflite import convert as convert_lib
 from fptflite.tflite import metadata as metadata_lib
 from fptflite.utils.io import write_bytes_atomic, write_json_atomic
+from fptflite.utils.progress import ProgressCounter
 
 
 def export_formats(
