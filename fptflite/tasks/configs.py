@@ -121,7 +121,7 @@ CONFIGS: dict[str, Any] = {
         "fasterpose_r50", "fasterpose_r152", "simplebaseline_r50", "simplebaseline_r152")},
     # Minutes on a 2-core CPU: small mobile backbone, small input, synthetic data.
     "demo": lambda: TrainConfig(
-        model="fasterpose_mnv2_050", input_size=(128, 96), feature_stride=16, neck_channels=64,
+        model="fasterpose_mnv2_050", input_size=(128, 128), feature_stride=16, neck_channels=64,
         bn_momentum=0.9, learning_rate=5e-3, lr_schedule="cosine", warmup_epochs=0.5,
         epochs=34, batch_size_per_replica=32, eval_every_epochs=0, eval_flip_test=True,
         augment=AugmentConfig(scale_factor=0.25, rotation_deg=30.0, rotation_prob=0.5,
