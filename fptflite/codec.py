@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fptflite.keypoints import COCO_FLIP_PAIRS, flip_permutation
+from fptflite.keypoints import flip_permutation
 
 DECODE_METHODS = ("argmax", "quarter", "dark")
 
@@ -188,14 +188,15 @@ def decode_heatmaps(
 
 def flip_heatmaps(
     heatmaps: np.ndarray,
-    flip_pairs: Sequence[tuple[int, int]] = COCO_FLIP_PAIRS,
+    flip_pairs: Sequence[tuple[int, int]] | None = None,
     shift: bool = False,
 ) -> np.ndarray:
     """Maps heatmaps predicted on a horizontally flipped image back to the original image.
 
     Args:
         heatmaps: [N, H, W, K] predicted on flipped inputs.
-        flip_pairs: (left, right) keypoint index pairs to swap.
+        flip_pairs: (left, right) keypoint index pairs to swap; None: the COCO (K = 17) or
+            MPII (K = 16) pairs.
         shift: shift the result one column right, as SimpleBaseline does for its biased
             coordinate mapping; not needed with this codec's pixel-centre mapping.
 
@@ -203,7 +204,8 @@ def flip_heatmaps(
         [N, H, W, K] heatmaps aligned with the unflipped image.
     """
     hm = np.asarray(heatmaps)
-    out = hm[:, :, ::-1, :][..., flip_permutation(hm.shape[-1], tuple(flip_pairs))]
+    pairs = None if flip_pairs is None else tuple(flip_pairs)
+    out = hm[:, :, ::-1, :][..., flip_permutation(hm.shape[-1], pairs)]
     if shift:
         out = np.concatenate([out[:, :, :1], out[:, :, :-1]], axis=2)
     return np.ascontiguousarray(out)
@@ -212,12 +214,14 @@ def flip_heatmaps(
 def flip_keypoints(
     keypoints: np.ndarray,
     width: float,
-    flip_pairs: Sequence[tuple[int, int]] = COCO_FLIP_PAIRS,
+    flip_pairs: Sequence[tuple[int, int]] | None = None,
 ) -> np.ndarray:
-    """Mirrors keypoints [..., K, >=2] of an image ``width`` pixels wide and swaps pairs."""
+    """Mirrors keypoints [..., K, >=2] of an image ``width`` pixels wide and swaps pairs
+    (``flip_pairs`` None: the COCO or MPII pairs, by K)."""
     kps = np.array(keypoints, dtype=np.float64, copy=True)
     kps[..., 0] = width - 1 - kps[..., 0]
-    return kps[..., flip_permutation(kps.shape[-2], tuple(flip_pairs)), :]
+    pairs = None if flip_pairs is None else tuple(flip_pairs)
+    return kps[..., flip_permutation(kps.shape[-2], pairs), :]
 
 
 def encode_keypoints_tf(keypoints, heatmap_size: Sequence[int], stride: float,

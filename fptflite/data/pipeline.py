@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from fptflite import codec
 from fptflite.data.coco import PersonInstance
-from fptflite.keypoints import COCO_UPPER_BODY, flip_permutation
+from fptflite.keypoints import flip_permutation, upper_body_for
 from fptflite.models.zoo import HEATMAP_STRIDE
 
 
@@ -109,8 +109,9 @@ def _read_crop(contents, matrix, output_size, decode_roi: bool = True):
 def _half_body(kps, center, size, aspect, u_choice):
     """HRNet's half-body crop: the box of the labelled upper- or lower-body keypoints x 1.5."""
     vis = kps[:, 2] > 0
+    upper_ids = tf.constant(upper_body_for(kps.shape[0]))  # COCO or MPII, by K
     upper = vis & tf.reduce_any(
-        tf.range(tf.shape(kps)[0])[:, None] == tf.constant(COCO_UPPER_BODY)[None, :], axis=1)
+        tf.range(tf.shape(kps)[0])[:, None] == upper_ids[None, :], axis=1)
     lower = vis & ~upper
     n_up = tf.reduce_sum(tf.cast(upper, tf.int32))
     n_lo = tf.reduce_sum(tf.cast(lower, tf.int32))
