@@ -144,7 +144,9 @@ def _dark_offsets(hm: np.ndarray, coords: np.ndarray, kernel: int) -> np.ndarray
     hyy = v(0, 1) - 2 * c + v(0, -1)
     hxy = 0.25 * (v(1, 1) - v(1, -1) - v(-1, 1) + v(-1, -1))
     det = hxx * hyy - hxy**2
-    interior = (x > 0) & (x < w - 1) & (y > 0) & (y < h - 1)
+    # As the reference DARK: no Taylor step where the peak is within two pixels of the edge,
+    # because the blur's zero padding bends the log-heatmap there and pulls the step inward.
+    interior = (x > 1) & (x < w - 2) & (y > 1) & (y < h - 2)
     ok = interior & (np.abs(det) > 1e-12) & (hxx < 0) & (hyy < 0)
     safe = np.where(ok, det, 1.0)
     ox = -(hyy * gx - hxy * gy) / safe
@@ -165,7 +167,8 @@ def decode_heatmaps(
             of 1/256 are fine: DARK smooths ties away and clamps zeros before the log).
         method: "argmax" (integer peak), "quarter" (SimpleBaseline's quarter-pixel shift
             towards the higher neighbour) or "dark" (DARK, CVPR 2020: max-preserving Gaussian
-            blur, log, second-order Taylor step around the peak).
+            blur, log, second-order Taylor step around the peak; held back, as in the
+            reference implementation, unless 1 < x < W - 2 and 1 < y < H - 2).
         dark_kernel: DARK's blur kernel size (11 for sigma 2 at 64x48, as in the paper).
 
     Returns:

@@ -53,16 +53,35 @@ def test_decode_figures_float_and_uint8(rng):
     hms = _encode_all(kps)
     truth = codec.crop_to_heatmap(kps[..., :2], 4)
     quant = np.minimum(np.round(hms * 256), 255) / 256  # int8 LOGISTIC output grid
-    err = {}
+    err, worst = {}, {}
     for name, h in (("float", hms), ("uint8", quant)):
         for method in codec.DECODE_METHODS:
             coords, scores = codec.decode_heatmaps(h, method)
-            err[name, method] = np.linalg.norm(coords - truth, axis=-1).mean()
-    print("mean decode error (px):", {f"{a}/{b}": round(v, 4) for (a, b), v in err.items()})
-    assert err["float", "dark"] < 0.05
-    assert err["uint8", "dark"] < 0.15
-    assert err["float", "quarter"] < err["float", "argmax"]
-    assert err["float", "dark"] < err["float", "quarter"]
+            e = np.linalg.norm(coords - truth, axis=-1)
+            err[name, method], worst[name, method] = e.mean(), e.max()
+    print("mean decode error (px):", {f"{a}/{b}": round(v, 5) for (a, b), v in err.items()})
+    # Measured over 5 seeds: float DARK mean 3.5e-5 (max 1.2e-4), uint8 DARK mean 0.0011-0.0012
+    # (max 0.0039); argmax 0.381 (the mean distance to a uniform point in a pixel is 0.383).
+    assert err["float", "dark"] < 6e-5 and worst["float", "dark"] < 2.5e-4
+    assert err["uint8", "dark"] < 0.0015 and worst["uint8", "dark"] < 0.006
+    assert 0.35 < err["float", "argmax"] < 0.41
+    assert err["float", "quarter"] < 0.21
+
+
+def test_dark_holds_back_next_to_the_edge(rng):
+    """Peaks one pixel from the edge: the Taylor step would read the blur's zero padding and
+    pull the estimate inward (0.62 px against argmax's 0.38 px before the fix)."""
+    n = 200
+    for axis in (0, 1):
+        uv = np.stack([rng.uniform(10, 38, n), rng.uniform(10, 54, n)], -1)
+        uv[:, axis] = rng.uniform(0.5, 1.5, n)  # integer peak at 1 (or 0): next to the edge
+        kps = np.concatenate([codec.heatmap_to_crop(uv, 4), np.full((n, 1), 2.0)], -1)
+        hms = np.stack([codec.encode_keypoints(k[None], (64, 48), 4)[0] for k in kps])
+        coords = {m: codec.decode_heatmaps(hms, m)[0][:, 0] for m in ("argmax", "dark")}
+        err = {m: np.linalg.norm(c - uv, axis=-1).mean() for m, c in coords.items()}
+        assert err["dark"] <= err["argmax"] + 1e-12, (axis, err)
+        # The reference rule skips the whole step (both axes) unless 1 < x < W-2, 1 < y < H-2.
+        np.testing.assert_array_equal(coords["dark"], coords["argmax"])
 
 
 def test_decode_handles_ties_zeros_and_borders():
