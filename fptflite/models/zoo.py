@@ -46,6 +46,8 @@ MODELS: dict[str, ZooEntry] = {
     "simplebaseline_r101": ZooEntry("simplebaseline", "r101", "SimpleBaseline, ResNet-101"),
     "simplebaseline_r152": ZooEntry("simplebaseline", "r152", "SimpleBaseline, ResNet-152"),
     "simplebaseline_mnv2": ZooEntry("simplebaseline", "mnv2", "SimpleBaseline, MobileNetV2 1.0"),
+    "simplebaseline_mnv2_050": ZooEntry("simplebaseline", "mnv2_050",
+                                        "SimpleBaseline, MobileNetV2 0.5"),
 }
 
 
