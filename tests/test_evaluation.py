@@ -1,4 +1,4 @@
-"""Evaluation: post-processing by hand, stats equal pycocotools on the written file, oracle AP."""
+"""Evaluation: post-processing, OKS and AP by hand, flip test, streaming parity, oracle AP."""
 
 import json
 import os
@@ -11,7 +11,7 @@ import pytest
 from fptflite import codec
 from fptflite.data import coco, geometry
 from fptflite.evaluation import coco_eval, postprocess
-from fptflite.keypoints import flip_permutation
+from fptflite.keypoints import COCO_OKS_SIGMAS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,71 +33,153 @@ def test_oks_nms_by_hand():
     assert o[0] == pytest.approx(expected)
 
 
-def _noisy_oracle(instances, input_size, noise_px, seed=0):
-    rng = np.random.default_rng(seed)
-    noise = rng.normal(0, noise_px, (len(instances), 17, 2))
-    oracle = coco_eval.oracle_predictor(instances, input_size)
+def _hand_case(tmp_path):
+    """One 640x480 image, two persons of area 4000 with all 17 keypoints labelled."""
+    rng = np.random.default_rng(7)
+    gt = [np.stack([rng.uniform(60, 200, 17), rng.uniform(60, 400, 17)], -1),
+          np.stack([rng.uniform(400, 560, 17), rng.uniform(60, 400, 17)], -1)]
+    anns = [{"id": i + 1, "image_id": 5, "category_id": 1, "iscrowd": 0, "area": 4000.0,
+             "bbox": [float(g[:, 0].min()), float(g[:, 1].min()), 140.0, 340.0],
+             "num_keypoints": 17,
+             "keypoints": [v for x, y in g for v in (float(x), float(y), 2)]}
+            for i, g in enumerate(gt)]
+    ann_file = tmp_path / "ann.json"
+    ann_file.write_text(json.dumps({
+        "images": [{"id": 5, "file_name": "a.jpg", "width": 640, "height": 480}],
+        "annotations": anns, "categories": [{"id": 1, "name": "person"}]}))
+    return str(ann_file), gt
+
+
+def test_oks_and_ap_worked_by_hand(tmp_path):
+    """OKS and AP of a two-person case worked by hand (not by pycocotools).
+
+    pycocotools' OKS: e_j = d_j^2 / (2 sigma_j)^2 / area / 2, OKS = mean_j exp(-e_j).
+    Detection A (score 0.9 x 0.8) misses only keypoint 11 by a distance giving e = 1:
+    OKS_A = (16 + e^-1) / 17 = 0.9628, a match at every threshold 0.50..0.95. Detection B
+    (score 0.5 x 0.8) misses every keypoint with e = 0.5: OKS_B = e^-0.5 = 0.6065, a match at
+    0.50, 0.55, 0.60 only. Where both match, precision is 1 at every recall: AP_t = 1. Where
+    only A (ranked first) matches, precision is 1 up to recall 0.5 and there is no recall
+    above: 51 of COCO's 101 recall points, AP_t = 51/101. AP = (3 + 7 * 51/101) / 10.
+    """
+    ann_file, gt = _hand_case(tmp_path)
+    sig = COCO_OKS_SIGMAS
+    area = 4000.0
+    det_a = gt[0].copy()
+    det_a[11, 0] += np.sqrt(1.0 * (2 * sig[11]) ** 2 * area * 2)
+    det_b = gt[1] + np.sqrt(0.5 * (2 * sig) ** 2 * area * 2)[:, None] / np.sqrt(2)
+    oks_a = (16 + np.exp(-1)) / 17
+    oks_b = np.exp(-0.5)
+    assert postprocess.oks(gt[0], det_a[None], area, np.array([area]))[0] == \
+        pytest.approx(oks_a)
+    assert postprocess.oks(gt[1], det_b[None], area, np.array([area]))[0] == \
+        pytest.approx(oks_b)
+    inst = [coco.PersonInstance(5, "a.jpg", np.zeros(2), np.ones(2), np.zeros((17, 3)), s,
+                                area) for s in (0.9, 0.5)]
+    pred = {"coords": np.stack([det_a, det_b]), "scores": np.full((2, 17), 0.8, np.float32)}
+    stats = coco_eval.score_predictions(inst, pred, ann_file, str(tmp_path / "out"))
+    assert stats["AP"] == pytest.approx((3 + 7 * 51 / 101) / 10, abs=1e-9)
+    assert stats["AP50"] == pytest.approx(1.0)
+    assert stats["AP75"] == pytest.approx(51 / 101, abs=1e-9)
+    assert stats["AR"] == pytest.approx((3 * 1.0 + 7 * 0.5) / 10, abs=1e-9)
+    written = json.load(open(tmp_path / "out" / "metrics.json"))
+    assert written["AP"] == stats["AP"]
+    results = json.load(open(tmp_path / "out" / "keypoints_results.json"))
+    assert [r["score"] for r in results] == pytest.approx([0.9 * 0.8, 0.5 * 0.8])
+    # Swapping the scores ranks the false positive first at 0.65..0.95: precision 0.5 there.
+    inst[0].box_score, inst[1].box_score = 0.5, 0.9
+    stats = coco_eval.score_predictions(inst, pred, ann_file)
+    assert stats["AP"] == pytest.approx((3 + 7 * 0.5 * 51 / 101) / 10, abs=1e-9)
+
+
+def _crop_keypoints(inst, size):
+    m = geometry.crop_matrix(inst.center, inst.size, size)
+    k = inst.keypoints.copy()
+    k[:, :2] = geometry.apply_affine(m, k[:, :2])
+    return k
+
+
+def _content_predictor(inst, size, shift_px):
+    """A predictor that sees only pixels: it recognises each crop (or its mirror image) among
+    the instances' eval crops and answers that view's keypoints shifted ``shift_px`` right."""
+    from fptflite.data.pipeline import eval_dataset
+
+    crops = np.concatenate([im.numpy() for im, _ in eval_dataset(inst, size, 64)])
+    bank = np.concatenate([crops, crops[:, :, ::-1]])
 
     def predict(images, indices):
-        hm = oracle(images, indices)
+        del indices  # only the pixels count
         out = []
-        for h, i in zip(hm, indices, strict=True):
-            inst = instances[int(i)]
-            m = geometry.crop_matrix(inst.center, inst.size, input_size)
-            k = inst.keypoints.copy()
-            k[:, :2] = geometry.apply_affine(m, k[:, :2]) + noise[int(i)]
-            out.append(codec.encode_keypoints(k, h.shape[:2], 4)[0])
+        for img in images:
+            dist = np.abs(bank - img[None]).reshape(len(bank), -1).max(axis=1)
+            j = int(dist.argmin())
+            assert dist[j] == 0, "a crop the predictor has never seen"
+            k = _crop_keypoints(inst[j % len(inst)], size)
+            if j >= len(inst):  # a mirrored crop: the person's left is on the other side
+                k = codec.flip_keypoints(k, size[1])
+            k[:, 0] += shift_px
+            out.append(codec.encode_keypoints(k, (size[0] // 4, size[1] // 4), 4)[0])
         return np.stack(out)
 
     return predict
 
 
-def test_printed_stats_equal_cocoeval_on_written_results(synthetic_data, tmp_path):
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
+def test_flip_test_averages_the_mirrored_view(synthetic_data):
+    """Flip test mirrors the crop, maps the heatmaps back with pairs swapped and averages:
+    a bias of +4 px in the model's own view becomes -4 px after the flip and cancels."""
+    size = (128, 96)
     inst, _ = coco.load_instances(synthetic_data["val_ann"], synthetic_data["val_images"], 0.75)
-    stats, _ = coco_eval.evaluate(_noisy_oracle(inst, (256, 192), 6.0), inst,
-                                  synthetic_data["val_ann"], (256, 192), str(tmp_path),
-                                  progress=False)
-    assert 0.05 < stats["AP"] < 0.98  # noisy: a non-trivial value to compare
-    gt = COCO(synthetic_data["val_ann"])
-    dt = gt.loadRes(str(tmp_path / "keypoints_results.json"))
-    ev = COCOeval(gt, dt, "keypoints")
-    ev.params.useSegm = None
-    ev.evaluate()
-    ev.accumulate()
-    ev.summarize()
-    written = json.load(open(tmp_path / "metrics.json"))
-    for name, value in zip(coco_eval.STAT_NAMES, ev.stats, strict=True):
-        assert stats[name] == pytest.approx(value, abs=1e-12)
-        assert written[name] == pytest.approx(value, abs=1e-12)
+    predictor = _content_predictor(inst, size, shift_px=4.0)
+    truth = np.stack([_crop_keypoints(i, size) for i in inst])
+    labelled = truth[..., 2] > 0
+    err = {}
+    for flip in (False, True):
+        stats, pred = coco_eval.evaluate(predictor, inst, synthetic_data["val_ann"], size,
+                                         flip_test=flip, progress=False)
+        err[flip] = np.linalg.norm(pred["crop_coords"] - truth[..., :2], axis=-1)[labelled]
+    print(f"mean crop error: no flip {err[False].mean():.3f} px, flip {err[True].mean():.3f} px")
+    assert err[False].mean() == pytest.approx(4.0, abs=0.05)
+    assert err[True].mean() < 0.06  # measured 0.041 (two Gaussians 8 px apart, averaged)
 
 
-def test_flip_test_path_swaps_pairs(synthetic_data):
-    """A predictor that sees flips correctly keeps its AP under --flip_test."""
+def test_streaming_parity_equals_stacked_statistics(synthetic_data):
+    """Correlation and keypoint error accumulated per batch equal those of stacked heatmaps."""
+    from fptflite.evaluation import parity
+
+    size = (128, 96)
     inst, _ = coco.load_instances(synthetic_data["val_ann"], synthetic_data["val_images"], 0.75)
-    size = (256, 192)
-    oracle = coco_eval.oracle_predictor(inst, size)
-    calls = []
+    ref = _content_predictor(inst, size, 0.0)
+    cand = _content_predictor(inst, size, 2.5)
+    ref_pred, cands, corr = parity.compare_predictors(ref, {"c": cand}, inst, size,
+                                                      batch_size=5, progress=False)
+    alone = coco_eval.predict_instances(cand, inst, size, batch_size=7, progress=False)
+    np.testing.assert_array_equal(cands["c"]["crop_coords"], alone["crop_coords"])
+    images = np.zeros((len(inst), *size, 3), np.float32)
+    from fptflite.data.pipeline import eval_dataset
 
-    def flip_aware(images, indices):
-        calls.append(1)
-        hm = oracle(images, indices)
-        if len(calls) % 2 == 0:  # the evaluator's second call per batch is the flipped crop
-            out = []
-            for i in indices:
-                m = geometry.crop_matrix(inst[int(i)].center, inst[int(i)].size, size, flip=True)
-                k = inst[int(i)].keypoints.copy()
-                k[:, :2] = geometry.apply_affine(m, k[:, :2])
-                k = k[flip_permutation()]
-                out.append(codec.encode_keypoints(k, (64, 48), 4)[0])
-            hm = np.stack(out)
-        return hm
+    for im, idx in eval_dataset(inst, size, 64):
+        images[idx.numpy()] = im.numpy()
+    idx = np.arange(len(inst))
+    expected = parity.heatmap_correlation(ref(images, idx), cand(images, idx))
+    assert 0.3 < corr["c"] < 0.99
+    assert corr["c"] == pytest.approx(expected, abs=1e-12)
+    rep = parity.parity_report(ref_pred, cands["c"], {"AP": 0.5}, {"AP": 0.4},
+                               correlation=corr["c"])
+    truth = np.stack([_crop_keypoints(i, size) for i in inst])
+    labelled = truth[..., 2] > 0
+    err = np.linalg.norm(cands["c"]["crop_coords"] - ref_pred["crop_coords"], axis=-1)
+    assert err[labelled].mean() == pytest.approx(2.5, abs=0.05)
+    assert rep["ap_delta_points"] == pytest.approx(-10.0)
+    assert rep["heatmap_correlation"] == corr["c"]
 
-    stats, _ = coco_eval.evaluate(flip_aware, inst, synthetic_data["val_ann"], size,
-                                  flip_test=True, progress=False)
-    assert stats["AP"] > 0.99
+
+def test_corrupt_image_during_evaluation_names_file_and_record(synthetic_data, tmp_path):
+    inst, _ = coco.load_instances(synthetic_data["val_ann"], synthetic_data["val_images"], 0.75)
+    bad = tmp_path / "corrupt.jpg"
+    bad.write_bytes(b"\xff\xd8\xff garbage")
+    inst[3].image_path = str(bad)
+    with pytest.raises(coco.DataError, match=rf"corrupt.jpg.*annotation {inst[3].ann_id}"):
+        coco_eval.predict_instances(lambda im, i: np.zeros((len(im), 32, 24, 17)), inst,
+                                    (128, 96), batch_size=2, progress=False)
 
 
 def test_oracle_on_real_coco_sample(coco_sample, capsys):

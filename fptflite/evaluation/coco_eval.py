@@ -11,19 +11,147 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from fptflite import codec
 from fptflite.data import geometry
-from fptflite.data.coco import PersonInstance, load_coco
+from fptflite.data.coco import DataError, PersonInstance, check_image, load_coco
 from fptflite.evaluation import postprocess
 from fptflite.utils.io import write_json_atomic
 from fptflite.utils.progress import ProgressCounter
 
 Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
 STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
+
+
+BatchCallback = Callable[[np.ndarray, Mapping[str, np.ndarray]], None]
+
+
+def predict_heatmaps(predictor: Predictor, images: np.ndarray, indices: np.ndarray,
+                     flip_test: bool = False) -> np.ndarray:
+    """Heatmaps [B, h, w, K] of one batch of crops [B, H, W, 3], averaged with the flipped
+    crops' (mapped back) when ``flip_test``."""
+    hm = np.asarray(predictor(images, indices), np.float32)
+    if flip_test:
+        flipped = np.ascontiguousarray(images[:, :, ::-1])
+        hm = 0.5 * (hm + codec.flip_heatmaps(np.asarray(predictor(flipped, indices),
+                                                        np.float32)))
+    return hm
+
+
+class KeypointStore:
+    """Decoded keypoints of N instances, filled batch by batch (no heatmaps kept).
+
+    Attributes:
+        crop_coords: [N, K, 2] float64 crop-pixel coordinates.
+        scores: [N, K] float32 heatmap maxima.
+    """
+
+    def __init__(self, n: int):
+        self.n = n
+        self.crop_coords: np.ndarray | None = None
+        self.scores: np.ndarray | None = None
+        self.filled = np.zeros(n, bool)
+
+    def add(self, indices: np.ndarray, crop_xy: np.ndarray, scores: np.ndarray) -> None:
+        if self.crop_coords is None:
+            k = crop_xy.shape[1]
+            self.crop_coords = np.zeros((self.n, k, 2), np.float64)
+            self.scores = np.zeros((self.n, k), np.float32)
+        self.crop_coords[indices] = crop_xy
+        self.scores[indices] = scores
+        self.filled[indices] = True
+
+    def result(self, instances: Sequence[PersonInstance], input_size: Sequence[int]
+               ) -> dict[str, np.ndarray]:
+        """{"coords" [N, K, 2] image pixels, "crop_coords" [N, K, 2], "scores" [N, K]}."""
+        if self.crop_coords is None or not self.filled.all():
+            raise RuntimeError(f"predictions missing for {int((~self.filled).sum())} of "
+                               f"{self.n} instances")
+        coords = np.empty_like(self.crop_coords)
+        for i, inst in enumerate(instances):
+            coords[i] = geometry.crop_to_image(self.crop_coords[i], inst.center, inst.size,
+                                               input_size)
+        return {"coords": coords, "crop_coords": self.crop_coords, "scores": self.scores}
+
+
+def predict_many(
+    predictors: Mapping[str, Predictor],
+    instances: Sequence[PersonInstance],
+    input_size: Sequence[int],
+    batch_size: int = 32,
+    flip_test: bool = False,
+    decode: str = "dark",
+    progress: bool = True,
+    on_batch: BatchCallback | None = None,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Runs several predictors over the same eval crops in one streaming pass.
+
+    Each batch is cropped once, predicted by every predictor, decoded and dropped: memory
+    holds one batch of heatmaps per predictor plus the decoded keypoints ([N, K, 2] and
+    [N, K]), whatever the number of instances.
+
+    Args:
+        predictors: name -> predictor.
+        on_batch: optional ``on_batch(indices [B], {name: heatmaps [B, h, w, K]})`` called
+            for every batch before its heatmaps are dropped (streaming statistics).
+
+    Returns:
+        name -> {"coords" [N, K, 2] in image pixels, "crop_coords" [N, K, 2] in crop pixels,
+        "scores" [N, K]}.
+    """
+    from fptflite.data.pipeline import eval_dataset
+
+    n = len(instances)
+    stores = {name: KeypointStore(n) for name in predictors}
+    counter = ProgressCounter(n, "evaluating", enabled=progress)
+    for images, idx in iterate_eval_crops(eval_dataset(instances, input_size, batch_size),
+                                          instances, batch_size):
+        heatmaps = {name: predict_heatmaps(p, images, idx, flip_test)
+                    for name, p in predictors.items()}
+        for name, hm in heatmaps.items():
+            uv, scores = codec.decode_heatmaps(hm, decode)
+            stores[name].add(idx, codec.heatmap_to_crop(uv, input_size[1] / hm.shape[2]),
+                             scores)
+        if on_batch is not None:
+            on_batch(idx, heatmaps)
+        counter.update(len(idx))
+    return {name: s.result(instances, input_size) for name, s in stores.items()}
+
+
+def iterate_eval_crops(dataset, instances: Sequence[PersonInstance], batch_size: int):
+    """Yields numpy (images [B, H, W, 3], indices [B]) from an ``eval_dataset``; a file that
+    cannot be read or decoded raises ``DataError`` naming the image and the instance."""
+    import tensorflow as tf
+
+    it = iter(dataset)
+    batch = 0
+    while True:
+        try:
+            images, idx = next(it)
+        except StopIteration:
+            return
+        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
+            raise find_bad_eval_image(instances, batch, batch_size, e) from e
+        yield images.numpy(), idx.numpy()
+        batch += 1
+
+
+def find_bad_eval_image(instances: Sequence[PersonInstance], batch_index: int,
+                        batch_size: int, error: Exception) -> DataError:
+    """Names the image file and instance behind a decode error in eval batch ``batch_index``."""
+    for i in range(batch_index * batch_size, min((batch_index + 1) * batch_size,
+                                                 len(instances))):
+        inst = instances[i]
+        reason = check_image(inst.image_path)
+        if reason:
+            record = (f"annotation {inst.ann_id}" if inst.ann_id >= 0
+                      else "a detection box")
+            return DataError(f"image {inst.image_path} (image {inst.image_id}, {record}, "
+                             f"instance {i}): {reason}")
+    return DataError(f"evaluation input pipeline failed in batch {batch_index}: {error}")
 
 
 def predict_instances(
@@ -34,40 +162,15 @@ def predict_instances(
     flip_test: bool = False,
     decode: str = "dark",
     progress: bool = True,
-    return_heatmaps: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Runs ``predictor`` over every instance's eval crop and decodes keypoints.
+    """Runs ``predictor`` over every instance's eval crop and decodes keypoints (streaming).
 
     Returns:
-        dict with "coords" [N, K, 2] in image pixels, "crop_coords" [N, K, 2] in crop pixels,
-        "scores" [N, K], and "heatmaps" [N, h, w, K] if ``return_heatmaps``.
+        dict with "coords" [N, K, 2] in image pixels, "crop_coords" [N, K, 2] in crop pixels
+        and "scores" [N, K].
     """
-    from fptflite.data.pipeline import eval_dataset
-
-    n = len(instances)
-    out_coords, out_scores, heatmaps = [None] * n, [None] * n, [None] * n
-    counter = ProgressCounter(n, "evaluating", enabled=progress)
-    for images, idx in eval_dataset(instances, input_size, batch_size):
-        images, idx = images.numpy(), idx.numpy()
-        hm = np.asarray(predictor(images, idx), np.float32)
-        if flip_test:
-            flipped = np.ascontiguousarray(images[:, :, ::-1])
-            hm = 0.5 * (hm + codec.flip_heatmaps(np.asarray(predictor(flipped, idx), np.float32)))
-        uv, scores = codec.decode_heatmaps(hm, decode)
-        stride = input_size[1] / hm.shape[2]
-        crop_xy = codec.heatmap_to_crop(uv, stride)
-        for j, i in enumerate(idx):
-            out_coords[i], out_scores[i] = crop_xy[j], scores[j]
-            if return_heatmaps:
-                heatmaps[i] = hm[j]
-        counter.update(len(idx))
-    crop_coords = np.stack(out_coords)
-    coords = np.stack([geometry.crop_to_image(c, inst.center, inst.size, input_size)
-                       for c, inst in zip(crop_coords, instances, strict=True)])
-    result = {"coords": coords, "crop_coords": crop_coords, "scores": np.stack(out_scores)}
-    if return_heatmaps:
-        result["heatmaps"] = np.stack(heatmaps)
-    return result
+    return predict_many({"model": predictor}, instances, input_size, batch_size, flip_test,
+                        decode, progress)["model"]
 
 
 def to_coco_results(instances: Sequence[PersonInstance], coords: np.ndarray,
@@ -115,6 +218,23 @@ def format_stats(stats: dict[str, float], title: str = "") -> str:
     return (f"{title}\n" if title else "") + f"| {head} |\n| {vals} |"
 
 
+def score_predictions(
+    instances: Sequence[PersonInstance],
+    pred: dict[str, np.ndarray],
+    ann_file: str,
+    out_dir: str | None = None,
+) -> dict[str, float]:
+    """Rescoring, OKS-NMS and COCOeval of decoded predictions; writes
+    ``keypoints_results.json`` and ``metrics.json`` into ``out_dir`` if given."""
+    results = to_coco_results(instances, pred["coords"], pred["scores"])
+    stats = run_cocoeval(ann_file, results)
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+        write_json_atomic(os.path.join(out_dir, "keypoints_results.json"), results, indent=None)
+        write_json_atomic(os.path.join(out_dir, "metrics.json"), stats)
+    return stats
+
+
 def evaluate(
     predictor: Predictor,
     instances: Sequence[PersonInstance],
@@ -125,22 +245,16 @@ def evaluate(
     flip_test: bool = False,
     decode: str = "dark",
     progress: bool = True,
-    return_heatmaps: bool = False,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Predicts, post-processes and scores; writes results and metrics into ``out_dir``.
+    """Predicts (streaming), post-processes and scores; writes results and metrics into
+    ``out_dir``.
 
     Returns:
         (stats keyed by ``STAT_NAMES``, predictions from ``predict_instances``).
     """
     pred = predict_instances(predictor, instances, input_size, batch_size, flip_test, decode,
-                             progress, return_heatmaps)
-    results = to_coco_results(instances, pred["coords"], pred["scores"])
-    stats = run_cocoeval(ann_file, results)
-    if out_dir:
-        os.makedirs(out_dir, exist_ok=True)
-        write_json_atomic(os.path.join(out_dir, "keypoints_results.json"), results, indent=None)
-        write_json_atomic(os.path.join(out_dir, "metrics.json"), stats)
-    return stats, pred
+                             progress)
+    return score_predictions(instances, pred, ann_file, out_dir), pred
 
 
 def keras_predictor(model) -> Predictor:

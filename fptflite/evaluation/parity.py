@@ -1,14 +1,25 @@
-"""Float vs TFLite parity: AP delta, per-keypoint pixel error and heatmap correlation."""
+"""Float vs TFLite parity: AP delta, per-keypoint pixel error and heatmap correlation.
+
+Both models run on each batch of crops in one pass; the heatmap correlation is accumulated
+batch by batch, so memory does not grow with the number of boxes beyond the decoded
+keypoints.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
 from fptflite.keypoints import COCO_KEYPOINT_NAMES
 
+Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
+REFERENCE = "reference"
 
-def heatmap_correlation(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean Pearson correlation over (instance, keypoint) heatmaps [N, h, w, K]."""
+
+def _pair_correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation of each (instance, keypoint) heatmap pair [B, h, w, K] -> [B * K]
+    (NaN where either map is constant)."""
     n, h, w, k = a.shape
     x = a.transpose(0, 3, 1, 2).reshape(n * k, h * w).astype(np.float64)
     y = b.transpose(0, 3, 1, 2).reshape(n * k, h * w).astype(np.float64)
@@ -16,17 +27,46 @@ def heatmap_correlation(a: np.ndarray, b: np.ndarray) -> float:
     y -= y.mean(axis=1, keepdims=True)
     den = np.sqrt((x * x).sum(1) * (y * y).sum(1))
     ok = den > 0
-    return float(((x * y).sum(1)[ok] / den[ok]).mean()) if ok.any() else 0.0
+    return np.where(ok, (x * y).sum(1) / np.where(ok, den, 1.0), np.nan)
+
+
+def heatmap_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean Pearson correlation over (instance, keypoint) heatmaps [N, h, w, K]."""
+    r = _pair_correlations(a, b)
+    return float(np.nanmean(r)) if np.isfinite(r).any() else 0.0
+
+
+class StreamingCorrelation:
+    """``heatmap_correlation`` accumulated batch by batch: the same mean, O(1) memory."""
+
+    def __init__(self):
+        self.total, self.count = 0.0, 0
+
+    def update(self, a: np.ndarray, b: np.ndarray) -> None:
+        """Adds the pairs of one batch of heatmaps a, b [B, h, w, K]."""
+        r = _pair_correlations(a, b)
+        ok = np.isfinite(r)
+        self.total += float(r[ok].sum())
+        self.count += int(ok.sum())
+
+    def result(self) -> float:
+        return self.total / self.count if self.count else 0.0
 
 
 def parity_report(reference: dict, candidate: dict, reference_stats: dict,
-                  candidate_stats: dict, names=COCO_KEYPOINT_NAMES) -> dict:
+                  candidate_stats: dict, names=COCO_KEYPOINT_NAMES,
+                  correlation: float | None = None) -> dict:
     """Compares two ``predict_instances`` outputs made on the same crops.
+
+    Args:
+        reference, candidate: predictions with "crop_coords" [N, K, 2].
+        reference_stats, candidate_stats: COCOeval stats of each.
+        correlation: mean heatmap correlation (from ``StreamingCorrelation``), if measured.
 
     Returns:
         dict with AP of both, "ap_delta" (candidate - reference, AP points x100 in
         "ap_delta_points"), per-keypoint mean crop-pixel error between the two models'
-        predictions, its mean, and the mean heatmap correlation.
+        predictions, its mean and median, and the mean heatmap correlation.
     """
     err = np.linalg.norm(candidate["crop_coords"] - reference["crop_coords"], axis=-1)
     per_kp = err.mean(axis=0)
@@ -40,10 +80,41 @@ def parity_report(reference: dict, candidate: dict, reference_stats: dict,
         "per_keypoint_error_px": {n: float(v) for n, v in zip(names, per_kp, strict=True)},
         "num_instances": int(err.shape[0]),
     }
-    if "heatmaps" in reference and "heatmaps" in candidate:
-        out["heatmap_correlation"] = heatmap_correlation(reference["heatmaps"],
-                                                         candidate["heatmaps"])
+    if correlation is not None:
+        out["heatmap_correlation"] = float(correlation)
     return out
+
+
+def compare_predictors(
+    reference: Predictor,
+    candidates: dict[str, Predictor],
+    instances,
+    input_size,
+    batch_size: int = 32,
+    flip_test: bool = False,
+    decode: str = "dark",
+    progress: bool = True,
+) -> tuple[dict, dict[str, dict], dict[str, float]]:
+    """Runs a reference and candidate predictors over the same crops in one streaming pass.
+
+    Returns:
+        (reference predictions, {name: candidate predictions}, {name: mean heatmap
+        correlation with the reference}); predictions as from ``predict_instances``.
+    """
+    from fptflite.evaluation import coco_eval
+
+    if REFERENCE in candidates:
+        raise ValueError(f"a candidate may not be called {REFERENCE!r}")
+    corr = {name: StreamingCorrelation() for name in candidates}
+
+    def on_batch(indices, heatmaps):
+        for name, c in corr.items():
+            c.update(heatmaps[REFERENCE], heatmaps[name])
+
+    preds = coco_eval.predict_many({REFERENCE: reference, **candidates}, instances, input_size,
+                                   batch_size, flip_test, decode, progress, on_batch)
+    ref = preds.pop(REFERENCE)
+    return ref, preds, {name: c.result() for name, c in corr.items()}
 
 
 def evaluate_against_float(
@@ -58,9 +129,15 @@ def evaluate_against_float(
     decode: str = "dark",
     float_result: tuple[dict, dict] | None = None,
     label: str | None = None,
+    progress: bool = True,
 ) -> dict:
-    """Evaluates a .tflite and (unless ``float_result`` is given) its float model on the same
-    crops; writes both result sets, ``parity.json`` and ``parity.png`` into ``out_dir``.
+    """Evaluates a .tflite against its float model on the same crops, in one streaming pass
+    (both models see each batch; only decoded keypoints and running statistics are kept).
+
+    Writes both result sets (the float ones into ``out_dir/float`` unless ``float_result``
+    is given), ``parity.json`` and ``parity.png`` into ``out_dir``. With ``float_result``
+    (from an earlier call on the same instances) the float model still runs, for the heatmap
+    correlation, but its stats and keypoints are taken from ``float_result``.
 
     Returns:
         The parity report, plus "float_result" and "tflite_result" = (stats, predictions)
@@ -75,13 +152,17 @@ def evaluate_against_float(
 
     input_size = tuple(int(d) for d in float_model.input_shape[1:3])
     predictor = TFLitePredictor(tflite_path, input_size, num_threads)
+    ref_pred, cands, corr = compare_predictors(
+        coco_eval.keras_predictor(float_model), {"tflite": predictor}, instances, input_size,
+        batch_size, flip_test, decode, progress)
+    pred = cands["tflite"]
     if float_result is None:
-        float_result = coco_eval.evaluate(
-            coco_eval.keras_predictor(float_model), instances, ann_file, input_size,
-            os.path.join(out_dir, "float"), batch_size, flip_test, decode, True, True)
-    stats, pred = coco_eval.evaluate(predictor, instances, ann_file, input_size, out_dir,
-                                     batch_size, flip_test, decode, True, True)
-    report = parity_report(float_result[1], pred, float_result[0], stats)
+        float_result = (coco_eval.score_predictions(instances, ref_pred, ann_file,
+                                                    os.path.join(out_dir, "float")), ref_pred)
+    del ref_pred
+    stats = coco_eval.score_predictions(instances, pred, ann_file, out_dir)
+    report = parity_report(float_result[1], pred, float_result[0], stats,
+                           correlation=corr["tflite"])
     report["tflite"] = tflite_path
     report["stats"] = stats
     report["float_stats"] = float_result[0]
