@@ -38,6 +38,8 @@ class PersonInstance:
         box_score: detector score (1 for ground-truth boxes).
         area: box area used by OKS-NMS.
         ann_id: annotation id, or -1 for a detection.
+        head_box: MPII only: [2, 2] head box ((x1, y1), (x2, y2)) in image pixels, the PCKh
+            normaliser; None where the record has none.
     """
 
     image_id: int
@@ -48,6 +50,7 @@ class PersonInstance:
     box_score: float = 1.0
     area: float = 0.0
     ann_id: int = -1
+    head_box: np.ndarray | None = None
 
 
 @dataclasses.dataclass

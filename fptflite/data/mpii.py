@@ -31,7 +31,6 @@ Treatment of bad input (``DataError`` naming the file, the record and the proble
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import numpy as np
@@ -46,36 +45,27 @@ CENTER_SHIFT = 15.0  # SimpleBaseline/HRNet move the centre down by 15 * scale p
 HEAD_SIZE_FACTOR = 0.6  # the benchmark's head size: 0.6 x the head-box diagonal
 
 
-@dataclasses.dataclass
-class MpiiSet:
-    """Person instances of an MPII file and their head boxes.
-
-    Attributes:
-        instances: one ``PersonInstance`` per kept record; ``ann_id`` is the record's index in
-            the file and ``image_id`` numbers the distinct image names in order of appearance.
-        head_boxes: [N, 2, 2] float64 ((x1, y1), (x2, y2)) in 0-based image pixels, NaN where a
-            record has no head box.
-        report: what was kept and skipped.
-    """
-
-    instances: list[PersonInstance]
-    head_boxes: np.ndarray
-    report: LoadReport
-
-
 def head_sizes(head_boxes: np.ndarray) -> np.ndarray:
     """The PCKh normaliser: 0.6 x the head-box diagonal. [N, 2, 2] -> [N]."""
     b = np.asarray(head_boxes, np.float64)
     return HEAD_SIZE_FACTOR * np.linalg.norm(b[:, 1] - b[:, 0], axis=-1)
 
 
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def _numbers(value, shape: tuple[int, ...], what: str, source: str) -> np.ndarray:
-    try:
-        a = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        a = None
-    if value is None or a is None or a.shape != shape:
-        raise DataError(f"{source}: '{what}' must have shape {list(shape)}, got {value!r:.80}")
+    """JSON numbers of a given nesting ``shape`` as float64 (strings, null, bools: errors)."""
+    def ok(v, dims):
+        if not dims:
+            return _is_number(v)
+        return isinstance(v, list) and len(v) == dims[0] and all(ok(x, dims[1:]) for x in v)
+
+    if not ok(value, shape):
+        raise DataError(f"{source}: '{what}' must be {'a number' if not shape else 'numbers'}"
+                        f" of shape {list(shape)}, got {value!r:.80}")
+    a = np.asarray(value, dtype=np.float64)
     if not np.all(np.isfinite(a)):
         raise DataError(f"{source}: '{what}' is not finite: {value!r:.80}")
     return a
@@ -165,7 +155,7 @@ def load_mpii(
     head_boxes_mat: str | None = None,
     skip_invalid: bool = False,
     check_images_exist: bool = True,
-) -> MpiiSet:
+) -> tuple[list[PersonInstance], LoadReport]:
     """Reads an MPII JSON file into person instances for the COCO pipeline and codec.
 
     Args:
@@ -178,12 +168,14 @@ def load_mpii(
             joints outside the image become visibility 0). False skips both checks.
 
     Returns:
-        An ``MpiiSet``.
+        (instances, report): one ``PersonInstance`` per kept record, with ``head_box`` [2, 2]
+        (None where the record has none); ``ann_id`` is the record's index in the file and
+        ``image_id`` numbers the distinct image names in order of first appearance.
     """
     records = read_json(ann_file, "MPII annotation", list)
     mat_boxes = load_head_boxes_mat(head_boxes_mat, len(records)) if head_boxes_mat else None
     report = LoadReport()
-    instances, boxes = [], []
+    instances = []
     image_ids: dict[str, int] = {}
     sizes: dict[str, tuple[int, int] | None] = {}
     for i, rec in enumerate(records):
@@ -212,13 +204,13 @@ def load_mpii(
         c, size = box_to_center_size(person_box(center, scale), aspect_ratio)
         image_id = image_ids.setdefault(name, len(image_ids))
         instances.append(PersonInstance(image_id, path, c, size, kps, 1.0,
-                                        float(size[0] * size[1]), i))
-        boxes.append(box)
+                                        float(size[0] * size[1]), i,
+                                        None if np.isnan(box).any() else box))
     report.kept = len(instances)
     if not instances:
         raise DataError(f"no usable person records in {ann_file}")
     logging.info("%s: %s", ann_file, report.summary())
-    return MpiiSet(instances, np.asarray(boxes, np.float64).reshape(-1, 2, 2), report)
+    return instances, report
 
 
 def is_mpii_file(ann_file: str) -> bool:

@@ -92,25 +92,24 @@ def format_pckh(stats: dict[str, float], title: str = "") -> str:
     return (f"{title}\n" if title else "") + f"| {head} |\n| {vals} |"
 
 
-def instance_head_sizes(instances: Sequence[PersonInstance], head_boxes: np.ndarray
-                        ) -> np.ndarray:
-    """[N] head sizes; raises naming the first records that have no head box."""
-    sizes = head_sizes(head_boxes)
-    bad = np.flatnonzero(~np.isfinite(sizes))
-    if len(bad):
+def instance_head_sizes(instances: Sequence[PersonInstance]) -> np.ndarray:
+    """[N] head sizes of the instances' head boxes; raises naming the records that have
+    none."""
+    bad = [i for i, inst in enumerate(instances) if inst.head_box is None]
+    if bad:
         names = ", ".join(f"record {instances[i].ann_id} ({instances[i].image_path})"
                           for i in bad[:5])
         raise ValueError(f"PCKh needs a head box for every record; {len(bad)} have none: "
                          f"{names}{', ...' if len(bad) > 5 else ''} (add 'head_box' to the "
                          "JSON or give the gt_valid.mat file)")
-    return sizes
+    return head_sizes(np.stack([inst.head_box for inst in instances]))
 
 
-def score_predictions(instances: Sequence[PersonInstance], head_boxes: np.ndarray,
-                      coords: np.ndarray, out_dir: str | None = None) -> dict[str, float]:
+def score_predictions(instances: Sequence[PersonInstance], coords: np.ndarray,
+                      out_dir: str | None = None) -> dict[str, float]:
     """PCKh of predicted image coordinates [N, 16, 2]; writes ``pred.json`` (predicted
     joints, 0-based pixels) and ``metrics.json`` into ``out_dir`` if given."""
-    sizes = instance_head_sizes(instances, head_boxes)
+    sizes = instance_head_sizes(instances)
     gt = np.stack([i.keypoints for i in instances])
     stats = pckh(coords, gt[..., :2], gt[..., 2] > 0, sizes)
     if out_dir:
@@ -122,9 +121,9 @@ def score_predictions(instances: Sequence[PersonInstance], head_boxes: np.ndarra
     return stats
 
 
-def evaluate(predictor, instances: Sequence[PersonInstance], head_boxes: np.ndarray,
-             input_size: Sequence[int], out_dir: str | None = None, batch_size: int = 32,
-             flip_test: bool = False, decode: str = "dark", progress: bool = True
+def evaluate(predictor, instances: Sequence[PersonInstance], input_size: Sequence[int],
+             out_dir: str | None = None, batch_size: int = 32, flip_test: bool = False,
+             decode: str = "dark", progress: bool = True
              ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Predicts every instance's crop (streaming, as ``coco_eval``) and scores PCKh.
 
@@ -133,7 +132,7 @@ def evaluate(predictor, instances: Sequence[PersonInstance], head_boxes: np.ndar
     """
     from fptflite.evaluation import coco_eval
 
-    instance_head_sizes(instances, head_boxes)  # fail before predicting
+    instance_head_sizes(instances)  # fail before predicting
     pred = coco_eval.predict_instances(predictor, instances, input_size, batch_size, flip_test,
                                        decode, progress)
-    return score_predictions(instances, head_boxes, pred["coords"], out_dir), pred
+    return score_predictions(instances, pred["coords"], out_dir), pred

@@ -10,6 +10,7 @@ import typing
 from typing import Any
 
 from fptflite.data.pipeline import AugmentConfig
+from fptflite.keypoints import MPII_NUM_KEYPOINTS, NUM_KEYPOINTS
 from fptflite.models.zoo import get_entry
 
 
@@ -20,6 +21,9 @@ class DataConfig:
     layout "coco": annotations/person_keypoints_{train,val}2017.json, {train,val}2017/,
     person_detection_results/COCO_val2017_detections_AP_H_56_person.json.
     layout "synthetic": the fptflite.data.synthetic layout, generated on first use.
+    layout "mpii": SimpleBaseline/HRNet's MPII folder: annot/{train,valid}.json, images/, and
+    annot/gt_valid.mat (validation head boxes; if absent, the JSON's head_box fields).
+    layout "synthetic_mpii": the fptflite.data.synthetic_mpii layout, generated on first use.
     """
 
     layout: str = "coco"
@@ -49,8 +53,19 @@ class DataConfig:
                  "val_ann": "annotations/person_keypoints_val.json",
                  "val_images": "images/val",
                  "val_det": "person_detections_val.json"}
+        elif self.layout == "mpii":
+            p = {"train_ann": "annot/train.json", "train_images": "images",
+                 "val_ann": "annot/valid.json", "val_images": "images",
+                 "val_head_boxes": "annot/gt_valid.mat"}
+        elif self.layout == "synthetic_mpii":
+            p = {"train_ann": "annotations/mpii_train.json", "train_images": "images/train",
+                 "val_ann": "annotations/mpii_val.json", "val_images": "images/val"}
         else:
-            raise ValueError(f"unknown data layout {self.layout!r} (coco or synthetic)")
+            raise ValueError(f"unknown data layout {self.layout!r} (coco, synthetic, mpii or "
+                             "synthetic_mpii)")
+        if self.use_detections and "val_det" not in p:
+            raise ValueError(f"layout {self.layout!r} has no person detections; MPII is "
+                             "evaluated on its annotated person boxes")
         out = {k: os.path.join(d, v) for k, v in p.items()}
         if not self.use_detections:
             out["val_det"] = None
@@ -93,6 +108,10 @@ class TrainConfig:
         get_entry(self.model)
         if self.epochs < 1 or self.batch_size_per_replica < 1:
             raise ValueError("epochs and batch_size_per_replica must be >= 1")
+        expected_k = MPII_NUM_KEYPOINTS if "mpii" in self.data.layout else NUM_KEYPOINTS
+        if self.num_keypoints != expected_k:
+            raise ValueError(f"data layout {self.data.layout!r} has {expected_k} keypoints, "
+                             f"the config says num_keypoints={self.num_keypoints}")
         if self.lr_schedule not in ("step", "cosine"):
             raise ValueError(f"lr_schedule must be step or cosine, got {self.lr_schedule!r}")
         if self.optimizer not in ("adam", "adamw"):
@@ -129,6 +148,27 @@ CONFIGS: dict[str, Any] = {
         data=DataConfig(layout="synthetic", synthetic_num_train=1200, synthetic_num_val=150,
                         synthetic_seed=0)),
 }
+
+
+def _mpii(model: str) -> TrainConfig:
+    # MMPose's and HRNet's MPII recipe (whose res50 256x256 PCKh is the usual reference):
+    # Adam 1e-3, 210 epochs, x0.1 at 170 and 200, scale 0.25, rotation 30, no half-body.
+    return TrainConfig(
+        model=model, input_size=(256, 256), num_keypoints=16, epochs=210,
+        lr_decay_epochs=(170, 200),
+        augment=AugmentConfig(scale_factor=0.25, rotation_deg=30.0, half_body_prob=0.0),
+        data=DataConfig(layout="mpii"))
+
+
+CONFIGS.update({
+    "fasterpose_r50_mpii_256x256": lambda: _mpii("fasterpose_r50"),
+    "simplebaseline_r50_mpii_256x256": lambda: _mpii("simplebaseline_r50"),
+    # The demo recipe on the synthetic MPII set: minutes on a 2-core CPU.
+    "mpii_demo": lambda: dataclasses.replace(
+        CONFIGS["demo"](), num_keypoints=16, epochs=20,
+        data=DataConfig(layout="synthetic_mpii", synthetic_num_train=600,
+                        synthetic_num_val=100, synthetic_seed=0)),
+})
 
 
 def get_config(name: str) -> TrainConfig:
