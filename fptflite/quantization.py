@@ -1,26 +1,60 @@
-"""Quantization-aware training with tensorflow-model-optimization (tfmot).
+"""Quantization-aware training (tfmot) that simulates the int8 file the TFLite converter writes.
 
-The zoo's two custom layers get QuantizeConfigs so that tfmot can clone them and the int8
-converter sees what TFLite needs:
+tfmot's default 8-bit scheme differs from what the converter does in three places that
+matter for pose heatmaps; ``ConverterMatchedQuantizeScheme`` (tfmot's extension points: a
+registry subclass, QuantizeConfigs and quantizers) closes them:
 
-* ``DepthToSpace`` is a pure rearrangement of values: it has no weights and must keep its
-  input's scale and zero point (TFLite's int8 DEPTH_TO_SPACE requires equal input and output
-  quantization), so it adds no fake-quant of its own.
-* ``ImageNormalization`` (x * scale + offset) has no trainable weights; its output gets an
-  8-bit moving-average fake-quant like any activation.
+* **Depthwise kernels per channel.** The default registry builds the depthwise kernel's
+  min/max from the kernel's last axis, the depth multiplier (shape (1,): per tensor,
+  tensorflow/model-optimization#808), while the converter quantizes depthwise kernels per
+  output channel. ``DepthwisePerChannelQuantizer`` fake-quantizes the (kh, kw, C, M) kernel
+  per channel C*M, symmetric in [-127, 127] like the converter.
+* **BN folding.** tfmot keeps Conv/DepthwiseConv -> BN -> ReLU unfolded (no fake-quant between
+  them) and fake-quantizes the kernel before the fold; the converter folds BN into the kernel
+  and quantizes afterwards. With symmetric per-channel weights both give the same int8 grid
+  (folding scales each output channel by gamma / sigma, which scales that channel's range by
+  the same factor), so per-channel depthwise kernels also make the BN handling agree.
+* **The sigmoid's output.** TFLite's int8 LOGISTIC has a fixed output quantization: scale
+  1/256, zero point -128, i.e. values k/256 for k = 0..255. tfmot puts no fake-quant after a
+  sigmoid; here it gets a fixed one on [0, 255/256] (256 steps of 1/256).
+
+Activation ranges start from calibration statistics of the float model on eval crops (the
+overall min/max the converter's calibrator also uses), not from tfmot's +-6, and weight
+ranges from the weights themselves (``calibrate_ranges``). The model input's range is the
+pixel range [0, 255].
+
+The zoo's custom layers get QuantizeConfigs: ``DepthToSpace`` is a pure rearrangement (int8
+DEPTH_TO_SPACE keeps its input's scale and zero point), so it adds no fake-quant;
+``ImageNormalization`` (x * scale + offset) gets an 8-bit output fake-quant.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+from collections.abc import Sequence
 
 import numpy as np
+import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
+from absl import logging
+
+# Default8BitConvQuantizeConfig and Default8BitActivationQuantizeConfig are what the public
+# Default8BitQuantizeRegistry hands out; subclassing them is the registry's extension point.
+from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+    default_8bit_quantize_registry as _registry,
+)
 
 from fptflite.models.layers import DepthToSpace, ImageNormalization
 
 _q = tfmot.quantization.keras
+
+# TFLite's int8 LOGISTIC output: scale 1/256, zero point -128 -> values k/256, k = 0..255.
+LOGISTIC_OUTPUT_SCALE = 1.0 / 256.0
+LOGISTIC_OUTPUT_RANGE = (0.0, 255.0 / 256.0)
+# The model input is RGB pixels; its int8 tensor covers them exactly (scale 1).
+INPUT_PIXEL_RANGE = (0.0, 255.0)
 
 
 @keras.utils.register_keras_serializable(package="fptflite")
@@ -56,20 +90,95 @@ class OutputQuantizeConfig(PassThroughQuantizeConfig):
                                                      symmetric=False, narrow_range=False)]
 
 
+@keras.utils.register_keras_serializable(package="fptflite")
+class DepthwisePerChannelQuantizer(_q.quantizers.LastValueQuantizer):
+    """Symmetric 8-bit per-channel fake-quant of a depthwise kernel (kh, kw, C, M).
+
+    TFLite quantizes a depthwise kernel per output channel c * M + m; tfmot's per-axis
+    quantizers use the last axis. The kernel is viewed as (kh, kw, 1, C * M) (same element
+    order), fake-quantized per last axis, and viewed back.
+    """
+
+    def __init__(self, num_bits: int = 8, per_axis: bool = True, symmetric: bool = True,
+                 narrow_range: bool = True):
+        if not (num_bits == 8 and per_axis and symmetric and narrow_range):
+            raise ValueError("DepthwisePerChannelQuantizer is 8-bit symmetric narrow-range per "
+                             "channel (TFLite's int8 depthwise kernels)")
+        super().__init__(num_bits=8, per_axis=True, symmetric=True, narrow_range=True)
+
+    def build(self, tensor_shape, name, layer):
+        channels = int(tensor_shape[-2]) * int(tensor_shape[-1])
+        return {
+            "min_var": layer.add_weight(name + "_min", shape=(channels,), trainable=False,
+                                        initializer=keras.initializers.Constant(-6.0)),
+            "max_var": layer.add_weight(name + "_max", shape=(channels,), trainable=False,
+                                        initializer=keras.initializers.Constant(6.0)),
+        }
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        kh, kw, c, m = inputs.shape
+        flat = tf.reshape(inputs, (kh, kw, 1, c * m))
+        out = super().__call__(flat, training, weights, **kwargs)
+        return tf.reshape(out, (kh, kw, c, m))
+
+
+@keras.utils.register_keras_serializable(package="fptflite")
+class DepthwiseConvQuantizeConfig(_registry.Default8BitConvQuantizeConfig):
+    """tfmot's DepthwiseConv2D config with per-channel kernels (see the module docstring)."""
+
+    def __init__(self, weight_attrs=("depthwise_kernel",), activation_attrs=("activation",),
+                 quantize_output=False):
+        super().__init__(list(weight_attrs), list(activation_attrs), quantize_output)
+        self.weight_quantizer = DepthwisePerChannelQuantizer()
+
+
+@keras.utils.register_keras_serializable(package="fptflite")
+class LogisticQuantizeConfig(_registry.Default8BitActivationQuantizeConfig):
+    """tfmot's Activation config, plus TFLite's fixed 1/256-step output after a sigmoid."""
+
+    def get_output_quantizers(self, layer):
+        if getattr(layer.activation, "__name__", None) == "sigmoid" and self.quantize_output:
+            return [_q.quantizers.FixedQuantizer(num_bits=8, init_min=LOGISTIC_OUTPUT_RANGE[0],
+                                                 init_max=LOGISTIC_OUTPUT_RANGE[1],
+                                                 narrow_range=False)]
+        return super().get_output_quantizers(layer)
+
+
+class ConverterMatchedQuantizeRegistry(_q.default_8bit.Default8BitQuantizeRegistry):
+    """tfmot's 8-bit registry with per-channel depthwise kernels and the sigmoid's output."""
+
+    def __init__(self):
+        super().__init__(disable_per_axis=False)
+        self._layer_quantize_map[keras.layers.DepthwiseConv2D] = DepthwiseConvQuantizeConfig()
+        self._layer_quantize_map[keras.layers.Activation] = LogisticQuantizeConfig()
+
+
+class ConverterMatchedQuantizeScheme(_q.default_8bit.Default8BitQuantizeScheme):
+    """tfmot's 8-bit scheme (same layout transforms) with ``ConverterMatchedQuantizeRegistry``."""
+
+    def get_quantize_registry(self):
+        return ConverterMatchedQuantizeRegistry()
+
+
 CUSTOM_QUANTIZE_CONFIGS = {
     DepthToSpace: PassThroughQuantizeConfig,
     ImageNormalization: OutputQuantizeConfig,
 }
 
+_SCOPE_OBJECTS = {
+    "DepthToSpace": DepthToSpace,
+    "ImageNormalization": ImageNormalization,
+    "PassThroughQuantizeConfig": PassThroughQuantizeConfig,
+    "OutputQuantizeConfig": OutputQuantizeConfig,
+    "DepthwisePerChannelQuantizer": DepthwisePerChannelQuantizer,
+    "DepthwiseConvQuantizeConfig": DepthwiseConvQuantizeConfig,
+    "LogisticQuantizeConfig": LogisticQuantizeConfig,
+}
+
 
 def quantize_scope() -> contextlib.AbstractContextManager:
-    """Scope in which QAT models (``.keras`` files with QuantizeWrappers) deserialize."""
-    return _q.quantize_scope({
-        "DepthToSpace": DepthToSpace,
-        "ImageNormalization": ImageNormalization,
-        "PassThroughQuantizeConfig": PassThroughQuantizeConfig,
-        "OutputQuantizeConfig": OutputQuantizeConfig,
-    })
+    """Scope in which QAT models (``.h5`` files with QuantizeWrappers) deserialize."""
+    return _q.quantize_scope(dict(_SCOPE_OBJECTS))
 
 
 def is_quantized(model: keras.Model) -> bool:
@@ -84,24 +193,141 @@ def _annotate(layer: keras.layers.Layer) -> keras.layers.Layer:
             return _q.quantize_annotate_layer(layer, config())
     if isinstance(layer, keras.layers.InputLayer):
         return layer
+    # No custom config here: tfmot's Conv-BN-ReLU transforms skip layers that carry one.
     return _q.quantize_annotate_layer(layer)
 
 
-def quantize(float_model: keras.Model) -> keras.Model:
-    """Wraps a float zoo model for QAT and checks that every float weight was carried over.
+def quantize(float_model: keras.Model, calibration_images: np.ndarray | None = None,
+             batch_size: int = 32) -> keras.Model:
+    """Wraps a float zoo model for QAT the way the converter will quantize it.
+
+    Args:
+        float_model: a trained float model (ends in the heatmap sigmoid for FasterPose).
+        calibration_images: eval-preprocessed crops [N, H, W, 3] (float RGB 0..255) whose
+            float activations give the initial ranges (``calibrate_ranges``). None leaves
+            tfmot's +-6 initial ranges (only for models whose checkpoint is restored next).
+        batch_size: crops per forward pass during calibration.
+
+    Returns:
+        The QAT model (tfmot wrappers; same float weights).
 
     Raises:
-        ValueError: the model is already quantized, or a float weight did not reach the QAT
-            model unchanged.
+        ValueError: the model is already quantized, the calibration set is empty, or a float
+            weight did not reach the QAT model unchanged.
     """
     if is_quantized(float_model):
-        raise ValueError(f"model {float_model.name} is already quantized")
+        raise ValueError(f"model {float_model.name} is already quantized (a QAT model): give "
+                         "the float model it was trained from")
+    if calibration_images is not None and len(calibration_images) == 0:
+        raise ValueError("the calibration set is empty: QAT ranges start from eval crops")
     annotated = keras.models.clone_model(float_model, clone_function=_annotate)
     annotated.set_weights(float_model.get_weights())
     with quantize_scope():
-        qat = _q.quantize_apply(annotated)
+        qat = _q.quantize_apply(annotated, scheme=ConverterMatchedQuantizeScheme())
     verify_float_weights(float_model, qat)
+    if calibration_images is not None:
+        calibrate_ranges(qat, float_model, calibration_images, batch_size)
     return qat
+
+
+def _range_vars(layer: keras.layers.Layer) -> dict[str, tuple[tf.Variable, tf.Variable]]:
+    """Quantizer range variables of one QAT layer by role: "output" (output or
+    post-activation fake-quant, on the wrapped layer's output), or the weight attribute
+    name ("kernel", "depthwise_kernel")."""
+    found: dict[str, dict[str, tf.Variable]] = {}
+    for var in layer.non_trainable_weights:
+        base = var.name.split("/")[-1].split(":")[0]
+        for suffix in ("_min", "_max"):
+            if base.endswith(suffix):
+                role = base[: -len(suffix)]
+                role = "output" if role in ("output", "post_activation", layer.name) else role
+                found.setdefault(role, {})[suffix] = var
+    return {role: (v["_min"], v["_max"]) for role, v in found.items()
+            if "_min" in v and "_max" in v}
+
+
+def activation_ranges(float_model: keras.Model, layer_names: Sequence[str],
+                      images: np.ndarray, batch_size: int = 32) -> dict[str, tuple[float, float]]:
+    """Overall min/max of the named float layers' outputs over ``images`` [N, H, W, 3].
+
+    The range always contains 0 (as TFLite requires). This is what the converter's
+    calibrator records for a tensor.
+    """
+    if len(images) == 0:
+        raise ValueError("the calibration set is empty: activation ranges need eval crops")
+    names = list(dict.fromkeys(layer_names))
+    probe = keras.Model(float_model.input, [float_model.get_layer(n).output for n in names])
+    lo = np.full(len(names), np.inf)
+    hi = np.full(len(names), -np.inf)
+    for start in range(0, len(images), batch_size):
+        outs = probe(images[start:start + batch_size], training=False)
+        outs = outs if isinstance(outs, (list, tuple)) else [outs]
+        for i, out in enumerate(outs):
+            lo[i] = min(lo[i], float(tf.reduce_min(out)))
+            hi[i] = max(hi[i], float(tf.reduce_max(out)))
+    return {n: (min(float(a), 0.0), max(float(b), 0.0)) for n, a, b in
+            zip(names, lo, hi, strict=True)}
+
+
+def calibrate_ranges(qat: keras.Model, float_model: keras.Model, images: np.ndarray,
+                     batch_size: int = 32) -> dict[str, int]:
+    """Sets every fake-quant range of ``qat`` as the converter would choose it.
+
+    Activation (output) ranges: overall min/max of the float model's same layer on
+    ``images``; the input: the pixel range; weights: symmetric max |w| (per channel where the
+    quantizer is per channel). Fixed quantizers (the sigmoid's output) have no variables.
+
+    Returns:
+        Counts of the ranges set: {"activations": n, "weights": n, "inputs": n}.
+
+    Raises:
+        ValueError: an empty calibration set, or a range variable whose layer has no float
+            twin of the same name.
+    """
+    if len(images) == 0:
+        raise ValueError("the calibration set is empty: QAT ranges start from eval crops")
+    counts = {"activations": 0, "weights": 0, "inputs": 0}
+    output_layers = []
+    for layer in qat.layers:
+        if type(layer).__name__ == "QuantizeLayer":
+            for lo_var, hi_var in _range_vars(layer).values():
+                lo_var.assign(np.full(lo_var.shape, INPUT_PIXEL_RANGE[0], np.float32))
+                hi_var.assign(np.full(hi_var.shape, INPUT_PIXEL_RANGE[1], np.float32))
+                counts["inputs"] += 1
+            continue
+        inner = getattr(layer, "layer", None)
+        if inner is None:
+            continue
+        for role, (lo_var, hi_var) in _range_vars(layer).items():
+            if role == "output":
+                output_layers.append((inner.name, lo_var, hi_var))
+                continue
+            # The wrapper swapped the attribute for its fake-quant tensor; the variable stays.
+            kernels = [w for w in layer.trainable_weights
+                       if w.name.split("/")[-1].split(":")[0] == role]
+            if len(kernels) != 1:
+                raise ValueError(f"QAT layer {layer.name} has range variables for {role!r} "
+                                 "but no single weight of that name")
+            size = int(np.prod(lo_var.shape)) if lo_var.shape.rank else 1
+            k = kernels[0].numpy()
+            peak = np.abs(k.reshape(-1, size)).max(axis=0) if size > 1 else np.abs(k).max()
+            lo_var.assign(np.reshape(-peak, lo_var.shape).astype(np.float32))
+            hi_var.assign(np.reshape(peak, hi_var.shape).astype(np.float32))
+            counts["weights"] += 1
+    missing = [n for n, _, _ in output_layers if n not in {x.name for x in float_model.layers}]
+    if missing:
+        raise ValueError(f"the float model {float_model.name} lacks layers {missing[:5]} of "
+                         "the QAT model: it is not the model that was quantized")
+    ranges = activation_ranges(float_model, [n for n, _, _ in output_layers], images,
+                               batch_size)
+    for name, lo_var, hi_var in output_layers:
+        lo, hi = ranges[name]
+        lo_var.assign(lo)
+        hi_var.assign(hi if hi > lo else lo + 1e-6)
+        counts["activations"] += 1
+    logging.info("QAT ranges from %d calibration crops: %d activations, %d weights, %d inputs",
+                 len(images), counts["activations"], counts["weights"], counts["inputs"])
+    return counts
 
 
 def verify_float_weights(float_model: keras.Model, qat: keras.Model) -> int:
@@ -126,3 +352,13 @@ def verify_float_weights(float_model: keras.Model, qat: keras.Model) -> int:
     if not checked:
         raise ValueError("the float model has no weights to carry over")
     return checked
+
+
+def logistic_output_is_fixed(qat: keras.Model) -> bool:
+    """True if the QAT model's output sigmoid carries TFLite's fixed 1/256 fake-quant."""
+    last = qat.layers[-1]
+    cfg = getattr(last, "quantize_config", None)
+    if not isinstance(cfg, LogisticQuantizeConfig):
+        return False
+    quantizers = cfg.get_output_quantizers(last.layer)
+    return bool(quantizers) and math.isclose(quantizers[0].init_max, LOGISTIC_OUTPUT_RANGE[1])

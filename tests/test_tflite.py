@@ -164,10 +164,11 @@ def test_bad_inputs(models, exported, tmp_path):
         convert.calibration_crops([], SIZE, 10)
 
 
-def test_training_model_checks_init_from(tmp_path, models):
+def test_training_model_checks_init_from(tmp_path, models, synthetic_data):
     from fptflite.tasks import configs, trainer
     cfg = configs.apply_overrides(configs.get_config("demo"), [
-        "model=fasterpose_mnv2_035", "input_size=[64,64]", "neck_channels=16", "quantize=true"])
+        "model=fasterpose_mnv2_035", "input_size=[64,64]", "neck_channels=16", "quantize=true",
+        f"data.data_dir={synthetic_data['root']}"])
     with pytest.raises(ValueError, match="needs init_from"):
         trainer.build_training_model(cfg)
     qat_path = str(tmp_path / "q.h5")

@@ -73,7 +73,10 @@ def build_training_model(cfg: TrainConfig) -> keras.Model:
     elif cfg.quantize:
         raise ValueError("quantize=true needs init_from: QAT fine-tunes a trained float model")
     if cfg.quantize:
-        model = quantization.quantize(model)
+        from fptflite.tflite.convert import config_calibration_crops
+
+        # Ranges start from the float model's statistics on eval crops (as PTQ calibrates).
+        model = quantization.quantize(model, config_calibration_crops(cfg))
         logging.info("wrapped the model for quantization-aware training; float weights verified")
     return model
 

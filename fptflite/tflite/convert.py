@@ -6,7 +6,8 @@ with quantize/dequantize only at the edges when a float input or output is asked
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -63,6 +64,14 @@ def convert(
                          "fake-quant layers): run conversion.qat first")
     if fmt != "int8_qat" and quantized:
         raise ValueError(f"{fmt} needs the float model, but {model.name} is a QAT model")
+    if fmt == "int8_qat":
+        with _distinct_uniform_biases(model):
+            return _converter(model, fmt, calibration_images, input_type, output_type).convert()
+    return _converter(model, fmt, calibration_images, input_type, output_type).convert()
+
+
+def _converter(model: keras.Model, fmt: str, calibration_images: np.ndarray | None,
+               input_type: str, output_type: str) -> tf.lite.TFLiteConverter:
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if fmt == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -78,7 +87,37 @@ def convert(
         converter.representative_dataset = representative_dataset(calibration_images)
         converter.inference_input_type = IO_TYPES[input_type]
         converter.inference_output_type = IO_TYPES[output_type]
-    return converter.convert()
+    return converter
+
+
+# The converter (TF 2.21) quantizes a per-channel bias whose values are all equal (a splat
+# constant, e.g. the FasterPose head's prior-logit bias before training moves it) with the
+# first channel's scale for every channel: in an int8_qat file channel c's bias comes out
+# multiplied by scale_0 / scale_c (measured: -1.0 became -0.615 ... -1.07, heatmap
+# correlation with the Keras QAT model 0.996 instead of 0.9999). Spreading equal values by a
+# few float32 ulps makes the constant non-splat; the model's outputs do not change visibly.
+_BIAS_SPREAD_ULPS = 4
+
+
+@contextlib.contextmanager
+def _distinct_uniform_biases(model: keras.Model) -> Iterator[list[str]]:
+    """Temporarily spreads every all-equal bias vector of ``model`` by a few ulps."""
+    changed: list[tuple[tf.Variable, np.ndarray]] = []
+    for var in model.trainable_weights:
+        if var.name.split("/")[-1].split(":")[0] != "bias" or var.shape.rank != 1 \
+                or var.shape[0] < 2:
+            continue
+        value = var.numpy()
+        if np.all(value == value[0]):
+            steps = (np.arange(len(value)) % (2 * _BIAS_SPREAD_ULPS + 1)) - _BIAS_SPREAD_ULPS
+            spread = value + steps * np.spacing(np.abs(value).astype(np.float32))
+            changed.append((var, value))
+            var.assign(spread.astype(value.dtype))
+    try:
+        yield [v.name for v, _ in changed]
+    finally:
+        for var, value in changed:
+            var.assign(value)
 
 
 def calibration_crops(instances: Sequence, input_size: Sequence[int],
@@ -92,3 +131,44 @@ def calibration_crops(instances: Sequence, input_size: Sequence[int],
     idx = np.sort(np.random.default_rng(seed).permutation(len(instances))[:num])
     crops = [images.numpy() for images, _ in eval_dataset(instances, input_size, 32, idx)]
     return np.concatenate(crops)
+
+
+def config_calibration_crops(cfg, num: int = DEFAULT_NUM_CALIBRATION,
+                             seed: int = 0) -> np.ndarray:
+    """Eval-preprocessed crops of a training config's training set (what PTQ calibrates
+    on and what QAT's initial ranges come from). Returns [num, H, W, 3] float32.
+
+    Raises:
+        ValueError: the config has no data dir, or its training set is empty.
+    """
+    from fptflite.data.coco import load_instances
+
+    paths = cfg.data.paths()
+    h, w = cfg.input_size
+    instances, _ = load_instances(paths["train_ann"], paths["train_images"], w / h)
+    if not instances:
+        raise ValueError(f"the calibration set is empty: {paths['train_ann']} has no usable "
+                         "person instances")
+    return calibration_crops(instances, cfg.input_size, num, seed)
+
+
+def load_for_format(path: str, fmt: str) -> keras.Model:
+    """Loads the Keras model a format converts from, checking that it is the right kind.
+
+    int8_qat needs a QAT model (.h5 with fake-quant wrappers); every other format the float
+    model.
+
+    Raises:
+        ValueError: naming ``path`` when it holds the other kind of model.
+    """
+    from fptflite.models.io import load_model
+
+    model = load_model(path)
+    quantized = quantization.is_quantized(model)
+    if fmt == "int8_qat" and not quantized:
+        raise ValueError(f"{path} is a float model (no fake-quant layers) but int8_qat needs "
+                         "the QAT model: run conversion.qat and give its best.h5")
+    if fmt != "int8_qat" and quantized:
+        raise ValueError(f"{path} is a QAT model (fake-quant wrappers) but {fmt} needs the "
+                         "float model it was fine-tuned from")
+    return model

@@ -1,0 +1,94 @@
+"""Fidelity of a converted file to the Keras model it came from, on the same crops.
+
+For an int8_qat file the reference is the Keras QAT model (its fake-quant simulation): if the
+simulation matches the converter, the two agree to a fraction of an int8 step, and QAT
+trained against what ships. For the other formats the reference is the float model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tf_keras as keras
+
+from fptflite.codec import decode_heatmaps
+from fptflite.evaluation.parity import heatmap_correlation
+from fptflite.models.zoo import HEATMAP_STRIDE
+
+# What "the simulation is the file" means (issue 7): on the same eval crops.
+MIN_HEATMAP_CORRELATION = 0.999
+MAX_MEAN_KEYPOINT_SHIFT_PX = 0.1
+DEFAULT_NUM_FIDELITY_CROPS = 64
+
+
+def compare_heatmaps(reference: np.ndarray, candidate: np.ndarray,
+                     decode: str = "dark") -> dict[str, float]:
+    """Heatmap correlation and keypoint shift between two models' heatmaps of the same crops.
+
+    Args:
+        reference, candidate: heatmaps [N, h, w, K] of the same N crops.
+        decode: the keypoint decoder (``fptflite.codec.decode_heatmaps``).
+
+    Returns:
+        {"heatmap_correlation" (mean Pearson r over the N*K maps), "mean_keypoint_shift_px"
+        and "max_keypoint_shift_px" (decoded keypoints, crop pixels), "mean_abs_diff",
+        "num_crops"}.
+    """
+    if reference.shape != candidate.shape:
+        raise ValueError(f"heatmap shapes differ: {reference.shape} vs {candidate.shape}")
+    ref_xy, _ = decode_heatmaps(reference, decode)
+    cand_xy, _ = decode_heatmaps(candidate, decode)
+    shift = np.linalg.norm(cand_xy - ref_xy, axis=-1) * HEATMAP_STRIDE
+    return {
+        "heatmap_correlation": heatmap_correlation(reference, candidate),
+        "mean_keypoint_shift_px": float(shift.mean()),
+        "max_keypoint_shift_px": float(shift.max()),
+        "mean_abs_diff": float(np.abs(candidate - reference).mean()),
+        "num_crops": int(reference.shape[0]),
+    }
+
+
+def keras_heatmaps(model: keras.Model, crops: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """Inference-mode heatmaps [N, h, w, K] of a Keras model on crops [N, H, W, 3]."""
+    outs = [model(crops[i:i + batch_size], training=False).numpy()
+            for i in range(0, len(crops), batch_size)]
+    return np.concatenate(outs)
+
+
+def model_fidelity(model: keras.Model, tflite_path: str, crops: np.ndarray,
+                   num_threads: int | None = None, decode: str = "dark") -> dict:
+    """Compares a Keras model with a .tflite file on the same crops [N, H, W, 3].
+
+    Returns:
+        ``compare_heatmaps``'s dict plus "passed" (correlation >= MIN_HEATMAP_CORRELATION and
+        mean shift <= MAX_MEAN_KEYPOINT_SHIFT_PX) and the thresholds.
+
+    Raises:
+        ValueError: no crops, or the file's input size differs from the model's.
+    """
+    from fptflite.tflite.runner import TFLitePredictor
+
+    if len(crops) == 0:
+        raise ValueError("the fidelity check needs at least one eval crop")
+    size = tuple(int(d) for d in model.input_shape[1:3])
+    predictor = TFLitePredictor(tflite_path, size, num_threads)
+    ref = keras_heatmaps(model, crops)
+    got = np.concatenate([predictor(crops[i:i + 32]) for i in range(0, len(crops), 32)])
+    if got.shape != ref.shape:
+        raise ValueError(f"{tflite_path} outputs heatmaps {list(got.shape[1:])}, the Keras "
+                         f"model {model.name} outputs {list(ref.shape[1:])} (different "
+                         "keypoint count or heatmap size)")
+    report = compare_heatmaps(ref, got, decode)
+    report["passed"] = bool(report["heatmap_correlation"] >= MIN_HEATMAP_CORRELATION
+                            and report["mean_keypoint_shift_px"] <= MAX_MEAN_KEYPOINT_SHIFT_PX)
+    report["thresholds"] = {"min_heatmap_correlation": MIN_HEATMAP_CORRELATION,
+                            "max_mean_keypoint_shift_px": MAX_MEAN_KEYPOINT_SHIFT_PX}
+    return report
+
+
+def format_fidelity(label: str, report: dict) -> str:
+    status = "PASS" if report.get("passed") else "FAIL"
+    return (f"{label}: heatmap corr {report['heatmap_correlation']:.5f}, mean keypoint shift "
+            f"{report['mean_keypoint_shift_px']:.3f} crop px (max "
+            f"{report['max_keypoint_shift_px']:.2f}), mean |diff| {report['mean_abs_diff']:.5f} "
+            f"on {report['num_crops']} crops: {status} (corr >= {MIN_HEATMAP_CORRELATION}, "
+            f"shift <= {MAX_MEAN_KEYPOINT_SHIFT_PX} px)")
