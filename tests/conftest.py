@@ -40,3 +40,13 @@ def synthetic_data(tmp_path_factory):
     paths = synthetic.generate_dataset(str(out), num_train=40, num_val=12, seed=3, progress=False)
     paths["root"] = str(out)
     return paths
+
+
+@pytest.fixture(scope="session")
+def mpii_sample():
+    """Paths of the real MPII sample in ../shared/data (skips where it is absent)."""
+    folder = SHARED_DATA / "mpii_sample"
+    ann = folder / "annotations_sample.json"
+    if not ann.is_file():
+        pytest.skip(f"real MPII sample not found at {folder} (../shared/data is absent)")
+    return {"ann_file": str(ann), "image_dir": str(folder / "images")}
