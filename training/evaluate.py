@@ -1,10 +1,14 @@
-"""COCO keypoint evaluation of a trained model (or the codec oracle).
+"""Keypoint evaluation of a trained model (or the codec oracle): COCO AP or MPII PCKh.
 
     python -m training.evaluate --model_dir=DIR | --weights=FILE.keras \
         --ann_file=... --image_dir=... [--det_file=...] [--flip_test] [--decode=dark] \
-        [--predictor=model|oracle] --out_dir=DIR
+        [--predictor=model|oracle] [--dataset=auto|coco|mpii] [--head_boxes_mat=...] \
+        --out_dir=DIR
 
-Writes keypoints_results.json and metrics.json into --out_dir and prints the stats table.
+The metric follows the dataset (``--dataset=auto``: an MPII JSON list or a COCO JSON object):
+COCO writes keypoints_results.json and metrics.json and prints the AP table; MPII writes
+pred.json and metrics.json and prints the PCKh table (head boxes from the records' head_box
+fields or from --head_boxes_mat, the gt_valid.mat file).
 """
 
 import sys
@@ -12,10 +16,9 @@ import sys
 from absl import app, flags
 
 import fptflite  # noqa: F401  (selects tf_keras before TensorFlow loads)
-from fptflite.data.coco import load_instances
 from fptflite.evaluation import coco_eval
 from fptflite.models.io import load_model
-from fptflite.tasks import trainer
+from fptflite.tasks import datasets, trainer
 from fptflite.utils.cli import parse_hw
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Training dir: uses its best export.")
@@ -31,6 +34,9 @@ _PREDICTOR = flags.DEFINE_enum("predictor", "model", ["model", "oracle"],
 _INPUT = flags.DEFINE_string("input_size", None, "HxW; taken from the model if omitted.")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Crops per batch.")
 _OUT = flags.DEFINE_string("out_dir", None, "Results and metrics go here.")
+_DATASET = flags.DEFINE_enum("dataset", "auto", ["auto", "coco", "mpii"],
+                             "Metric: COCO AP or MPII PCKh; auto reads the annotation file.")
+_HEAD_MAT = flags.DEFINE_string("head_boxes_mat", None, "MPII: gt_valid.mat with head boxes.")
 flags.mark_flags_as_required(["ann_file", "image_dir", "out_dir"])
 
 
@@ -52,14 +58,16 @@ def main(argv):
             raise ValueError(f"--input_size {_INPUT.value} does not match the model's "
                              f"{input_size[0]}x{input_size[1]} input ({path})")
         predictor = coco_eval.keras_predictor(model)
-    instances, report = load_instances(_ANN.value, _IMAGES.value, input_size[1] / input_size[0],
-                                       det_file=_DET.value, det_score_threshold=_DET_THR.value)
+    kind = datasets.file_kind(_ANN.value) if _DATASET.value == "auto" else _DATASET.value
+    instances, report = datasets.load_instances(
+        kind, _ANN.value, _IMAGES.value, input_size[1] / input_size[0], det_file=_DET.value,
+        det_score_threshold=_DET_THR.value, head_boxes_mat=_HEAD_MAT.value)
     if predictor is None:
         predictor = coco_eval.oracle_predictor(instances, input_size)
-    stats, _ = coco_eval.evaluate(predictor, instances, _ANN.value, input_size, _OUT.value,
-                                  _BATCH.value, _FLIP.value, _DECODE.value)
-    print(coco_eval.format_stats(stats, f"{_PREDICTOR.value}, {_DECODE.value}, "
-                                 f"{len(instances)} persons ({report.summary()})"))
+    stats = datasets.evaluate(kind, predictor, instances, _ANN.value, input_size, _OUT.value,
+                              _BATCH.value, _FLIP.value, _DECODE.value)
+    print(datasets.format_stats(stats, f"{kind}, {_PREDICTOR.value}, {_DECODE.value}, "
+                                f"{len(instances)} persons ({report.summary()})"))
     return 0
 
 
