@@ -5,7 +5,9 @@
 
 Same preprocessing, decoding and COCOeval as training.evaluate. With --compare_to (a float
 .keras or training dir) it writes a parity report: both APs, the AP delta, per-keypoint pixel
-error between the two models on the same crops, heatmap correlation and parity.png.
+error between the two models on the same crops, heatmap correlation and parity.png, and
+exits with status 1 (naming both APs) when the .tflite's AP is more than --max_ap_drop AP
+points (default 0.5) below the float model's.
 """
 
 import os
@@ -16,8 +18,8 @@ from absl import app, flags
 import fptflite  # noqa: F401  (selects tf_keras before TensorFlow loads)
 from fptflite.data.coco import load_instances
 from fptflite.evaluation import coco_eval, parity
-from fptflite.models.io import load_model
 from fptflite.tasks import trainer
+from fptflite.tflite import parity_gate
 from fptflite.tflite.runner import TFLitePredictor
 
 _TFLITE = flags.DEFINE_string("tflite", None, "The .tflite file.")
@@ -31,6 +33,10 @@ _FLIP = flags.DEFINE_bool("flip_test", False, "Average with the flipped image's 
 _DECODE = flags.DEFINE_enum("decode", "dark", ["dark", "quarter", "argmax"], "Decoder.")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Crops per interpreter call.")
 _OUT = flags.DEFINE_string("out_dir", None, "Results go here.")
+_MAX_DROP = flags.DEFINE_float(
+    "max_ap_drop", parity_gate.DEFAULT_MAX_AP_DROP_POINTS,
+    "With --compare_to: exit non-zero when the .tflite's AP is more than this many AP points "
+    "below the float model's (negative: demand a gain).")
 flags.mark_flags_as_required(["tflite", "ann_file", "image_dir", "out_dir"])
 
 
@@ -47,7 +53,8 @@ def main(argv):
         return 0
     path = trainer.best_export(_COMPARE.value) if os.path.isdir(_COMPARE.value) \
         else _COMPARE.value
-    float_model = load_model(path)
+    float_model = parity_gate.load_float_reference(path)
+    parity_gate.check_compatible(_TFLITE.value, float_model, path)
     rep = parity.evaluate_against_float(_TFLITE.value, float_model, instances, _ANN.value,
                                         _OUT.value, _THREADS.value, _BATCH.value, _FLIP.value,
                                         _DECODE.value)
@@ -56,6 +63,12 @@ def main(argv):
     print(parity.format_parity({os.path.basename(_TFLITE.value): rep}))
     print(f"parity report: {os.path.join(_OUT.value, 'parity.json')}, plot: "
           f"{os.path.join(_OUT.value, 'parity.png')}")
+    try:
+        print(parity_gate.check_ap_drop(rep["reference_ap"], rep["candidate_ap"],
+                                        _MAX_DROP.value, _TFLITE.value, path))
+    except parity_gate.ParityError as e:
+        print(e, file=sys.stderr)
+        return 1
     return 0
 
 

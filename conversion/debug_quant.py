@@ -1,0 +1,81 @@
+"""Per-layer quantization report of a float model (TFLite's QuantizationDebugger).
+
+    python -m conversion.debug_quant --model=MODEL_DIR_OR_KERAS --out_dir=DIR \
+        [--float_layers=N] [--num_calibration=200] [--num_threads=2]
+
+Calibrates full-integer PTQ on eval crops (the training set of --model's config, or
+--calib_ann_file/--calib_image_dir), compares every int8 layer output with the float output
+of the same input, writes DIR/layer_stats.csv (one row per quantized layer, worst RMSE/scale
+first) and DIR/layer_stats.png, and prints the five worst layers. With --float_layers=N it
+also writes the file with the N worst layers kept in float and prints its AP, size and
+latency beside the full-int8 file's (validation set of the config, or --ann_file and
+--image_dir).
+"""
+
+import os
+import sys
+
+from absl import app, flags
+
+import fptflite  # noqa: F401  (selects tf_keras before TensorFlow loads)
+from fptflite.data.coco import load_instances
+from fptflite.tasks import trainer
+from fptflite.tflite import convert as convert_lib
+from fptflite.tflite import debug, parity_gate
+
+_MODEL = flags.DEFINE_string("model", None, "Float training dir or float .keras file.")
+_OUT = flags.DEFINE_string("out_dir", None, "Output folder.")
+_FLOAT_LAYERS = flags.DEFINE_integer("float_layers", 0, "Keep this many worst layers in float "
+                                     "and compare the mixed file with full int8 (0: no).")
+_NUM_CALIB = flags.DEFINE_integer("num_calibration", convert_lib.DEFAULT_NUM_CALIBRATION,
+                                  "Calibration / debug crops.")
+_CALIB_ANN = flags.DEFINE_string("calib_ann_file", None, "Calibration annotations (default: "
+                                 "the training set of --model's config).")
+_CALIB_IMG = flags.DEFINE_string("calib_image_dir", None, "Calibration images.")
+_ANN = flags.DEFINE_string("ann_file", None, "Validation annotations for --float_layers "
+                           "(default: the config's validation set).")
+_IMAGES = flags.DEFINE_string("image_dir", None, "Validation images.")
+_THREADS = flags.DEFINE_integer("num_threads", None, "Interpreter threads.")
+_TOP = flags.DEFINE_integer("top", 5, "Worst layers to print.")
+flags.mark_flags_as_required(["model", "out_dir"])
+
+
+def _data_paths() -> dict:
+    paths = {"train_ann": _CALIB_ANN.value, "train_images": _CALIB_IMG.value,
+             "val_ann": _ANN.value, "val_images": _IMAGES.value}
+    if os.path.isdir(_MODEL.value):
+        cfg_paths = trainer.load_config(_MODEL.value).data.paths()
+        paths = {k: v or cfg_paths[k] for k, v in paths.items()}
+    return paths
+
+
+def main(argv):
+    del argv
+    path = trainer.best_export(_MODEL.value) if os.path.isdir(_MODEL.value) else _MODEL.value
+    model = parity_gate.load_float_reference(path)
+    h, w = (int(d) for d in model.input_shape[1:3])
+    paths = _data_paths()
+    if not paths["train_ann"] or not paths["train_images"]:
+        raise app.UsageError("give --calib_ann_file and --calib_image_dir (or a training dir)")
+    instances, _ = load_instances(paths["train_ann"], paths["train_images"], w / h)
+    crops = convert_lib.calibration_crops(instances, (h, w), _NUM_CALIB.value)
+    rows, debugger = debug.report(model, crops, _OUT.value, path)
+    print(debug.format_worst(rows, _TOP.value))
+    print(f"written: {os.path.join(_OUT.value, 'layer_stats.csv')}, "
+          f"{os.path.join(_OUT.value, 'layer_stats.png')}")
+    if _FLOAT_LAYERS.value:
+        if not paths["val_ann"] or not paths["val_images"]:
+            raise app.UsageError("--float_layers needs --ann_file and --image_dir (or a "
+                                 "training dir)")
+        files = debug.write_mixed_models(debugger, rows, _FLOAT_LAYERS.value, _OUT.value,
+                                         model.name)
+        val, _ = load_instances(paths["val_ann"], paths["val_images"], w / h)
+        table = debug.compare_mixed({"int8": files["int8"],
+                                     f"int8 + {_FLOAT_LAYERS.value} float": files["mixed"]},
+                                    model, val, paths["val_ann"], _OUT.value, _THREADS.value)
+        print(debug.format_mixed(table))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(app.run(main))

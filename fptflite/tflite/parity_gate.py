@@ -1,0 +1,85 @@
+"""Enforced float-vs-TFLite parity: an AP drop budget, and checks that the pair is comparable.
+
+The budget is in COCO AP points (AP x 100): a file passes when
+``float AP - file AP <= max_ap_drop``. A negative budget demands a gain.
+"""
+
+from __future__ import annotations
+
+import tf_keras as keras
+
+DEFAULT_MAX_AP_DROP_POINTS = 0.5
+
+
+class ParityError(RuntimeError):
+    """A .tflite lost more AP against its float model than the budget allows."""
+
+
+def ap_drop_points(reference_ap: float, candidate_ap: float) -> float:
+    """AP points the candidate loses against the reference (negative: it gains)."""
+    return 100.0 * (reference_ap - candidate_ap)
+
+
+def check_ap_drop(reference_ap: float, candidate_ap: float, max_ap_drop: float,
+                  candidate: str, reference: str = "the float model") -> str:
+    """Checks one file's AP against its reference.
+
+    Args:
+        reference_ap, candidate_ap: COCO AP in [0, 1].
+        max_ap_drop: the budget in AP points.
+        candidate, reference: names for the message (file paths).
+
+    Returns:
+        A one-line verdict naming both APs.
+
+    Raises:
+        ParityError: the candidate loses more than ``max_ap_drop`` points; the message names
+            both models and both APs.
+    """
+    drop = ap_drop_points(reference_ap, candidate_ap)
+    line = (f"{candidate}: AP {100 * candidate_ap:.2f} vs {100 * reference_ap:.2f} for "
+            f"{reference} (drop {drop:+.2f} points, budget {max_ap_drop:.2f})")
+    if drop > max_ap_drop + 1e-9:
+        raise ParityError(f"parity FAILED: {line}")
+    return f"parity ok: {line}"
+
+
+def load_float_reference(path: str) -> keras.Model:
+    """Loads the float model a .tflite is compared with.
+
+    Raises:
+        ValueError: naming ``path`` when it is a QAT model (compare against the float model
+            it was fine-tuned from, not its fake-quant simulation).
+    """
+    from fptflite import quantization
+    from fptflite.models.io import load_model
+
+    model = load_model(path)
+    if quantization.is_quantized(model):
+        raise ValueError(f"{path} is a QAT model (fake-quant wrappers); parity is measured "
+                         "against the float model: give the float run's best.keras")
+    return model
+
+
+def check_compatible(tflite_path: str, model: keras.Model, model_path: str) -> None:
+    """Checks that a .tflite and a Keras model take the same input and predict the same K.
+
+    Raises:
+        ValueError: naming both files and the mismatch (input size or keypoint count).
+    """
+    from fptflite.tflite.audit import load_interpreter
+
+    interp = load_interpreter(tflite_path, delegates=False)
+    inp = [int(d) for d in interp.get_input_details()[0]["shape"]]
+    out = [int(d) for d in interp.get_output_details()[0]["shape"]]
+    want_in = [int(d) for d in model.input_shape[1:]]
+    want_out = [int(d) for d in model.output_shape[1:]]
+    if inp[1:] != want_in:
+        raise ValueError(f"{tflite_path} takes {inp[1]}x{inp[2]}x{inp[3]} inputs but "
+                         f"{model_path} takes {'x'.join(map(str, want_in))}: not the same model")
+    if out[-1] != want_out[-1]:
+        raise ValueError(f"{tflite_path} predicts {out[-1]} keypoints but {model_path} "
+                         f"predicts {want_out[-1]}: not the same model")
+    if out[1:] != want_out:
+        raise ValueError(f"{tflite_path} outputs heatmaps {out[1:]} but {model_path} outputs "
+                         f"{want_out}: not the same model")
