@@ -39,8 +39,11 @@ def file_kind(ann_file: str) -> str:
 def ensure_data(data_cfg) -> dict:
     """Resolves a ``DataConfig``'s paths; generates a synthetic set on first use."""
     paths = data_cfg.paths()
-    if data_cfg.layout in ("synthetic", "synthetic_mpii") and not os.path.isfile(
-            paths["val_ann"]):
+    from fptflite.data import synthetic
+
+    done = synthetic.is_complete(data_cfg.data_dir) if data_cfg.layout == "synthetic" \
+        else os.path.isfile(paths["val_ann"])  # synthetic_mpii: no completion marker yet
+    if data_cfg.layout in ("synthetic", "synthetic_mpii") and not done:
         logging.info("generating the %s dataset in %s", data_cfg.layout, data_cfg.data_dir)
         if data_cfg.layout == "synthetic":
             from fptflite.data import synthetic as generator
@@ -92,10 +95,15 @@ def load_split(data_cfg, paths: dict, split: str, aspect_ratio: float
     if mat and not os.path.isfile(mat):
         logging.info("no %s: PCKh uses the head_box fields of %s", mat, paths["val_ann"])
         mat = None
-    return load_instances(kind, paths["val_ann"], paths["val_images"], aspect_ratio,
-                          det_file=paths.get("val_det"),
-                          det_score_threshold=data_cfg.det_score_threshold,
-                          head_boxes_mat=mat)
+    instances, report = load_instances(kind, paths["val_ann"], paths["val_images"],
+                                       aspect_ratio, det_file=paths.get("val_det"),
+                                       det_score_threshold=data_cfg.det_score_threshold,
+                                       head_boxes_mat=mat)
+    if kind == "mpii":  # fail before training, not at the first evaluation
+        from fptflite.evaluation import mpii as mpii_eval
+
+        mpii_eval.instance_head_sizes(instances)
+    return instances, report
 
 
 def evaluate(kind: str, predictor, instances: Sequence, ann_file: str,
