@@ -40,6 +40,40 @@ def test_synthetic_is_deterministic_and_coco_schema(tmp_path):
     assert dets and {"image_id", "category_id", "bbox", "score"} <= set(dets[0])
 
 
+def test_synthetic_completion_marker_is_written_last(tmp_path, monkeypatch):
+    """A kill between the val annotations and the detection file leaves no "done" set: the
+    next ensure_data generates it again."""
+    from fptflite.tasks import datasets
+    from fptflite.tasks.configs import DataConfig
+
+    real_write = synthetic.write_json_atomic
+    written = []
+
+    def killed_at_detections(path, obj, **kw):
+        if path.endswith("person_detections_val.json"):
+            raise KeyboardInterrupt("killed")
+        written.append(os.path.basename(path))
+        real_write(path, obj, **kw)
+
+    cfg = DataConfig(layout="synthetic", data_dir=str(tmp_path / "d"), synthetic_num_train=3,
+                     synthetic_num_val=2, synthetic_seed=1)
+    monkeypatch.setattr(synthetic, "write_json_atomic", killed_at_detections)
+    with pytest.raises(KeyboardInterrupt):
+        datasets.ensure_data(cfg)
+    assert "person_keypoints_val.json" in written
+    assert not synthetic.is_complete(cfg.data_dir)
+    monkeypatch.setattr(synthetic, "write_json_atomic",
+                        lambda path, obj, **kw: (written.append(os.path.basename(path)),
+                                                 real_write(path, obj, **kw)))
+    written.clear()
+    datasets.ensure_data(cfg)
+    assert written[-1] == synthetic.COMPLETION_MARKER and len(written) == 4
+    assert os.path.isfile(os.path.join(cfg.data_dir, "person_detections_val.json"))
+    written.clear()
+    datasets.ensure_data(cfg)  # complete: nothing is generated again
+    assert written == []
+
+
 def test_synthetic_left_side_is_on_image_right_for_upright_figures():
     rng = np.random.default_rng(0)
     k = synthetic.sample_pose(rng, 200.0, np.array([160.0, 120.0]), rotation=0.0)
@@ -108,6 +142,13 @@ def _valid(tmp_path):
     (lambda d: d["images"][0].update(file_name="/etc/passwd"), "escapes"),
     (lambda d: d["images"][0].update(file_name="missing.jpg"), "file not found"),
     (lambda d: d.pop("annotations"), "'annotations'"),
+    (lambda d: d["annotations"][0].pop("category_id"), r"annotation 5 .*category_id None"),
+    (lambda d: d["annotations"][0].update(category_id="1"), "invalid category_id '1'"),
+    (lambda d: d["annotations"][0].update(keypoints=["10", 10.0, 2] * 17),
+     r"annotation 5 .*keypoints must be a list of numbers"),
+    (lambda d: d["annotations"][0].update(keypoints=[None, 10.0, 2] * 17),
+     "keypoints must be a list of numbers"),
+    (lambda d: d["annotations"][0].update(bbox=[1, "2", 30, 40]), "bbox must be a list"),
 ])
 def test_bad_annotations_name_file_and_record(tmp_path, mutate, match):
     d, image_dir = _valid(tmp_path)
@@ -131,11 +172,21 @@ def test_bad_detection_files(tmp_path):
     det = _write(tmp_path, {"image_id": 1}, "dets.json")
     with pytest.raises(coco.DataError, match="dets.json: expected a JSON list"):
         coco.load_instances(ann, image_dir, 0.75, det_file=det)
-    det = _write(tmp_path, [{"image_id": 1, "bbox": [0, 0, 0, 5], "score": 0.9}], "dets.json")
-    with pytest.raises(coco.DataError, match="detection 0: bbox .* zero"):
-        coco.load_instances(ann, image_dir, 0.75, det_file=det)
-    det = _write(tmp_path, [{"image_id": 7, "bbox": [0, 0, 4, 5], "score": 0.9}], "dets.json")
-    with pytest.raises(coco.DataError, match="image_id 7 is not in"):
+    good = {"image_id": 1, "category_id": 1, "bbox": [0, 0, 4, 5], "score": 0.9}
+    for bad, match in (({"bbox": [0, 0, 0, 5]}, "detection 1: bbox .* zero"),
+                       ({"image_id": 7}, "detection 1: image_id 7 is not in"),
+                       ({"score": "0.9"}, "detection 1: score must be a list of numbers"),
+                       ({"score": None}, "detection 1: score"),
+                       ({"category_id": None}, "detection 1: missing or invalid category_id")):
+        det = _write(tmp_path, [good, {**good, **bad}], "dets.json")
+        with pytest.raises(coco.DataError, match=match) as e:
+            coco.load_instances(ann, image_dir, 0.75, det_file=det)
+        assert "dets.json" in str(e.value)
+        inst, report = coco.load_instances(ann, image_dir, 0.75, det_file=det,
+                                           skip_invalid=True)
+        assert len(inst) == 1 and sum(report.skipped.values()) == 1
+    det = _write(tmp_path, [good, {k: v for k, v in good.items() if k != "score"}], "d.json")
+    with pytest.raises(coco.DataError, match="d.json, detection 1: needs image_id"):
         coco.load_instances(ann, image_dir, 0.75, det_file=det)
 
 

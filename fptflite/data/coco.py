@@ -13,12 +13,18 @@ import dataclasses
 import io
 import json
 import os
+from collections.abc import Sequence
 
 import numpy as np
 from absl import logging
 
 from fptflite.data.geometry import box_to_center_size
-from fptflite.keypoints import NUM_KEYPOINTS
+from fptflite.keypoints import NUM_KEYPOINTS, PERSON_CATEGORY
+
+PERSON_CATEGORY_ID = PERSON_CATEGORY["id"]
+# Detections carry no keypoints: one shared read-only [K, 3] zero array instead of one per box.
+_NO_KEYPOINTS = np.zeros((NUM_KEYPOINTS, 3))
+_NO_KEYPOINTS.flags.writeable = False
 
 
 class DataError(ValueError):
@@ -96,6 +102,7 @@ def load_coco(ann_file: str):
         if not isinstance(a, dict) or "image_id" not in a or "id" not in a:
             raise DataError(f"annotation file {ann_file}: annotation {a!r:.120} lacks "
                             "'id' or 'image_id'")
+        _check_category(a, f"{ann_file}, annotation {a['id']} (image {a['image_id']})")
     coco = COCO()
     coco.dataset = dataset
     with contextlib.redirect_stdout(io.StringIO()):
@@ -118,9 +125,25 @@ def safe_image_path(image_dir: str, file_name: str, source: str) -> str:
     return path
 
 
+def _numbers(values, source: str, what: str) -> np.ndarray:
+    """A list of JSON numbers as float64; anything else (strings, null, nested) is an error."""
+    if not isinstance(values, (list, tuple)) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise DataError(f"{source}: {what} must be a list of numbers, got {values!r:.120}")
+    return np.asarray(values, dtype=np.float64)
+
+
+def _check_category(record: dict, source: str) -> bool:
+    """True for a person record; a missing or non-integer category_id is an error."""
+    cat = record.get("category_id")
+    if not isinstance(cat, int) or isinstance(cat, bool):
+        raise DataError(f"{source}: missing or invalid category_id {cat!r}")
+    return cat == PERSON_CATEGORY_ID
+
+
 def _check_box(box, source: str) -> np.ndarray:
-    b = np.asarray(box, dtype=np.float64) if isinstance(box, (list, tuple)) else None
-    if b is None or b.shape != (4,):
+    b = _numbers(box, source, "bbox")
+    if b.shape != (4,):
         raise DataError(f"{source}: bbox must be [x, y, w, h], got {box!r}")
     if not np.all(np.isfinite(b)):
         raise DataError(f"{source}: bbox {box} is not finite")
@@ -130,8 +153,8 @@ def _check_box(box, source: str) -> np.ndarray:
 
 
 def _check_keypoints(kps, image: dict, source: str) -> np.ndarray:
-    k = np.asarray(kps, dtype=np.float64) if isinstance(kps, list) else None
-    if k is None or k.shape != (NUM_KEYPOINTS * 3,):
+    k = _numbers(kps, source, "keypoints")
+    if k.shape != (NUM_KEYPOINTS * 3,):
         raise DataError(f"{source}: keypoints must be {NUM_KEYPOINTS} x [x, y, v]")
     k = k.reshape(NUM_KEYPOINTS, 3)
     if not np.all(np.isfinite(k)):
@@ -212,18 +235,21 @@ def load_instances(
     if det_file is None:
         for ann in coco.dataset["annotations"]:
             source = f"{ann_file}, annotation {ann['id']} (image {ann['image_id']})"
-            if ann.get("category_id", 1) != 1:
-                continue
-            if ann.get("iscrowd", 0):
-                report.skipped["crowd"] += 1
-                continue
-            if max(ann.get("keypoints") or [0]) == 0 or ann.get("num_keypoints", 1) == 0:
-                report.skipped["no keypoints"] += 1
-                continue
             try:
+                if not _check_category(ann, source):
+                    continue
+                if ann.get("iscrowd", 0):
+                    report.skipped["crowd"] += 1
+                    continue
+                raw = ann.get("keypoints")
+                if not raw or ann.get("num_keypoints", 1) == 0:
+                    report.skipped["no keypoints"] += 1
+                    continue
+                kps = _check_keypoints(raw, images.get(ann["image_id"], {}), source)
+                if not (kps[:, 2] > 0).any():
+                    report.skipped["no keypoints"] += 1
+                    continue
                 box = _check_box(ann.get("bbox"), source)
-                image = images.get(ann["image_id"], {})
-                kps = _check_keypoints(ann.get("keypoints"), image, source)
             except DataError as e:
                 fail("invalid annotation", str(e))
                 continue
@@ -235,18 +261,20 @@ def load_instances(
             if not isinstance(det, dict) or "image_id" not in det or "score" not in det:
                 fail("invalid detection", f"{source}: needs image_id, bbox and score")
                 continue
-            if det.get("category_id", 1) != 1:
-                continue
-            score = float(det["score"])
-            if not score >= det_score_threshold:
-                report.skipped["below score threshold"] += 1
-                continue
             try:
+                if not _check_category(det, source):
+                    continue
+                score = _numbers([det["score"]], source, "score")[0]
+                if not np.isfinite(score):
+                    raise DataError(f"{source}: score {det['score']} is not finite")
+                if not score >= det_score_threshold:
+                    report.skipped["below score threshold"] += 1
+                    continue
                 box = _check_box(det.get("bbox"), source)
             except DataError as e:
                 fail("invalid detection", str(e))
                 continue
-            add(det["image_id"], box, np.zeros((NUM_KEYPOINTS, 3)), score, -1, source)
+            add(det["image_id"], box, _NO_KEYPOINTS, float(score), -1, source)
     report.kept = len(instances)
     if not instances:
         raise DataError(f"no usable person instances in {det_file or ann_file}")
@@ -277,3 +305,17 @@ def drop_unreadable_images(instances: list[PersonInstance], report: LoadReport
     report.skipped["unreadable image"] += len(instances) - len(kept)
     report.kept = len(kept)
     return kept
+
+
+def find_unreadable_image(instances: Sequence[PersonInstance], candidates, error: Exception
+                          ) -> DataError:
+    """The error to raise when an input pipeline failed on one of ``candidates`` (indices
+    into ``instances``): names the first unreadable image file, its image id and record."""
+    for i in candidates:
+        inst = instances[int(i)]
+        reason = check_image(inst.image_path)
+        if reason:
+            record = f"annotation {inst.ann_id}" if inst.ann_id >= 0 else "a detection box"
+            return DataError(f"image {inst.image_path} (image {inst.image_id}, {record}, "
+                             f"instance {int(i)}): {reason}")
+    return DataError(f"input pipeline failed on instances {list(candidates)[:8]}...: {error}")

@@ -8,7 +8,8 @@ rotation and position vary; several figures share an image and may overlap; rand
 boxes hide joints (v = 1); figures cut by the image border lose those joints (v = 0, x = y
 = 0); some tiny background figures carry no keypoints (num_keypoints = 0), as in COCO.
 Backgrounds are textured. Detector-style boxes (jittered true boxes, misses, false positives,
-scores) go to ``person_detections_val.json``.
+scores) go to ``person_detections_val.json``. ``COMPLETE.json`` is written last: a set
+without it is incomplete (generation was interrupted) and is generated again.
 
 Usage: python -m fptflite.data.synthetic --out_dir=DIR --num_train=N --num_val=M --seed=S
 """
@@ -26,6 +27,7 @@ from fptflite.keypoints import COCO_KEYPOINT_NAMES, NUM_KEYPOINTS, PERSON_CATEGO
 from fptflite.utils.io import write_bytes_atomic, write_json_atomic
 
 IMAGE_SIZE = (240, 320)  # (H, W)
+COMPLETION_MARKER = "COMPLETE.json"  # written after every other file of a generated set
 (NOSE, L_EYE, R_EYE, L_EAR, R_EAR, L_SHO, R_SHO, L_ELB, R_ELB, L_WRI, R_WRI, L_HIP, R_HIP,
  L_KNE, R_KNE, L_ANK, R_ANK) = (COCO_KEYPOINT_NAMES.index(n) for n in (
     "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder",
@@ -263,9 +265,15 @@ def generate_dataset(out_dir: str, num_train: int, num_val: int, seed: int = 0,
     write_json_atomic(paths["val_ann"], val, indent=None)
     dets = _detections(np.random.default_rng([seed, 2]), val["images"], val["annotations"])
     write_json_atomic(paths["val_det"], dets, indent=None)
+    # Last: a run killed before this line leaves no marker, and the set is generated again.
+    write_json_atomic(os.path.join(out_dir, COMPLETION_MARKER),
+                      {"num_train": num_train, "num_val": num_val, "seed": seed})
     return paths
 
 
+def is_complete(out_dir: str) -> bool:
+    """True once ``generate_dataset`` has written every file of ``out_dir`` (its marker)."""
+    return os.path.isfile(os.path.join(out_dir, COMPLETION_MARKER))
 
 
 def _main() -> None:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from fptflite import codec
 from fptflite.data import geometry
-from fptflite.data.coco import DataError, PersonInstance, check_image, load_coco
+from fptflite.data.coco import PersonInstance, find_unreadable_image, load_coco
 from fptflite.evaluation import postprocess
 from fptflite.utils.io import write_json_atomic
 from fptflite.utils.progress import ProgressCounter
@@ -107,8 +107,8 @@ def predict_many(
     n = len(instances)
     stores = {name: KeypointStore(n) for name in predictors}
     counter = ProgressCounter(n, "evaluating", enabled=progress)
-    for images, idx in iterate_eval_crops(eval_dataset(instances, input_size, batch_size),
-                                          instances, batch_size):
+    dataset = eval_dataset(instances, input_size, batch_size)
+    for images, idx in iterate_eval_crops(dataset, instances, batch_size):
         heatmaps = {name: predict_heatmaps(p, images, idx, flip_test)
                     for name, p in predictors.items()}
         for name, hm in heatmaps.items():
@@ -121,11 +121,14 @@ def predict_many(
     return {name: s.result(instances, input_size) for name, s in stores.items()}
 
 
-def iterate_eval_crops(dataset, instances: Sequence[PersonInstance], batch_size: int):
-    """Yields numpy (images [B, H, W, 3], indices [B]) from an ``eval_dataset``; a file that
-    cannot be read or decoded raises ``DataError`` naming the image and the instance."""
+def iterate_eval_crops(dataset, instances: Sequence[PersonInstance], batch_size: int,
+                       indices: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, ...]]:
+    """Yields numpy (images [B, H, W, 3], indices [B]) from ``eval_dataset(instances,
+    input_size, batch_size, indices)``; an image file that cannot be read or decoded raises
+    ``DataError`` naming the file, the image id and the annotation (or detection box)."""
     import tensorflow as tf
 
+    order = np.arange(len(instances)) if indices is None else np.asarray(indices)
     it = iter(dataset)
     batch = 0
     while True:
@@ -134,24 +137,11 @@ def iterate_eval_crops(dataset, instances: Sequence[PersonInstance], batch_size:
         except StopIteration:
             return
         except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
-            raise find_bad_eval_image(instances, batch, batch_size, e) from e
+            # Prefetching may surface the error a batch early or late: look around it.
+            lo, hi = max(batch - 1, 0) * batch_size, (batch + 2) * batch_size
+            raise find_unreadable_image(instances, order[lo:hi], e) from e
         yield images.numpy(), idx.numpy()
         batch += 1
-
-
-def find_bad_eval_image(instances: Sequence[PersonInstance], batch_index: int,
-                        batch_size: int, error: Exception) -> DataError:
-    """Names the image file and instance behind a decode error in eval batch ``batch_index``."""
-    for i in range(batch_index * batch_size, min((batch_index + 1) * batch_size,
-                                                 len(instances))):
-        inst = instances[i]
-        reason = check_image(inst.image_path)
-        if reason:
-            record = (f"annotation {inst.ann_id}" if inst.ann_id >= 0
-                      else "a detection box")
-            return DataError(f"image {inst.image_path} (image {inst.image_id}, {record}, "
-                             f"instance {i}): {reason}")
-    return DataError(f"evaluation input pipeline failed in batch {batch_index}: {error}")
 
 
 def predict_instances(
