@@ -98,7 +98,7 @@ def load_split(data_cfg, paths: dict, split: str, aspect_ratio: float
     instances, report = load_instances(kind, paths["val_ann"], paths["val_images"],
                                        aspect_ratio, det_file=paths.get("val_det"),
                                        det_score_threshold=data_cfg.det_score_threshold,
-                                       head_boxes_mat=mat)
+                                       head_boxes_mat=mat, skip_invalid=data_cfg.skip_invalid)
     if kind == "mpii":  # fail before training, not at the first evaluation
         from fptflite.evaluation import mpii as mpii_eval
 
