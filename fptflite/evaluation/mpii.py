@@ -5,8 +5,9 @@ head-box diagonal). Per joint, PCKh is the fraction of its visible (annotated) i
 are correct; a group (shoulder, elbow, ...) is the mean of its left and right joints' PCKh, the
 head group is the head-top joint, and ``mean`` pools all visible joints except pelvis and
 thorax (i.e. the per-joint PCKh weighted by each joint's visible count). ``mean@0.1`` is the
-same mean at threshold 0.1. Values are fractions in [0, 1]; a group without any visible joint
-is NaN.
+same mean at threshold 0.1 (HRNet's script reads row 11 of its 0.01-step threshold grid,
+i.e. 0.11; this module uses 0.1 exactly). Values are fractions in [0, 1]; a group without any
+visible joint is NaN.
 """
 
 from __future__ import annotations
