@@ -194,3 +194,28 @@ def test_synthetic_mpii_oracle_scores_perfect_pckh(tmp_path):
     assert stats["mean"] == 1.0 and stats["mean@0.1"] > 0.97
     assert "head | shoulder" in datasets.format_stats(stats)
     assert datasets.primary_metric(stats) == 1.0
+
+
+@pytest.mark.slow
+def test_trainer_trains_and_scores_mpii(tmp_path):
+    """The trainer reads the MPII layout, keeps the best by mean PCKh and writes PCKh stats;
+    training.evaluate's path (tasks.datasets) reproduces the final numbers from the export."""
+    from fptflite.models.io import load_model
+    from fptflite.tasks import configs, trainer
+
+    cfg = configs.apply_overrides(configs.get_config("mpii_demo"), [
+        f"data.data_dir={tmp_path / 'data'}", "data.synthetic_num_train=16",
+        "data.synthetic_num_val=4", "epochs=1", "batch_size_per_replica=8",
+        "eval_flip_test=false"])
+    result = trainer.train(cfg, str(tmp_path / "model"))
+    assert set(result.stats) == set(mpii_eval.PCKH_NAMES)
+    assert result.best_ap == pytest.approx(result.stats["mean"])
+    with open(tmp_path / "model" / "final_metrics.json") as f:
+        assert json.load(f)["best_AP"] == pytest.approx(result.stats["mean"])
+    paths = cfg.data.paths()
+    val, _ = datasets.load_split(cfg.data, paths, "val", 1.0)
+    model = load_model(str(tmp_path / "model" / "final.keras"))
+    again = datasets.evaluate("mpii", coco_eval.keras_predictor(model), val, paths["val_ann"],
+                              cfg.input_size, progress=False)
+    for k, v in result.stats.items():
+        assert again[k] == pytest.approx(v, nan_ok=True), k
