@@ -158,19 +158,25 @@ def test_bad_records_name_file_and_record(tmp_path, field, value, match):
     assert len(instances) == 1 and report.skipped["invalid record"] == 1
 
 
-def test_joints_outside_image_and_missing_head_box(tmp_path):
+def test_joints_outside_image_missing_head_box_and_bad_images(tmp_path):
     joints = [[50.0 + 5 * i, 40.0] for i in range(16)]
     joints[3] = [250.0, 40.0]  # the image is 200 wide (1-based 250 -> 0-based 249)
     ann = _write(tmp_path, [_record(joints=joints), _record(head_box=None),
-                            _record(image="missing.jpg")])
+                            _record(image="missing.jpg"), _record(image="bad.jpg")])
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
     with pytest.raises(DataError, match="record 2.*not found"):
         mpii.load_mpii(ann, str(tmp_path), 1.0)
     instances, report = mpii.load_mpii(ann, str(tmp_path), 1.0, skip_invalid=True)
+    assert report.skipped["invalid record"] == 2 and len(instances) == 2
     assert instances[0].keypoints[3, 2] == 0 and (instances[0].keypoints[:, 2] == 2).sum() == 15
     assert report.skipped["visible joints outside the image (set to v=0)"] == 1
     with pytest.raises(ValueError, match=r"1 have none: record 1 \("):
         mpii_eval.instance_head_sizes(instances)
     np.testing.assert_allclose(instances[0].head_box, [[89, 9], [109, 29]])
+    bad_only = tmp_path / "bad.json"
+    bad_only.write_text(json.dumps([_record(image="bad.jpg")]))
+    with pytest.raises(DataError, match="record 0.*image header of .*bad.jpg"):
+        mpii.load_mpii(str(bad_only), str(tmp_path), 1.0)
 
 
 def test_synthetic_mpii_oracle_scores_perfect_pckh(tmp_path):

@@ -79,6 +79,15 @@ def image_size(path: str) -> tuple[int, int]:
         return im.size
 
 
+def _checked_image_size(path: str, source: str) -> tuple[int, int]:
+    if not os.path.isfile(path):
+        raise DataError(f"{source}: image file not found: {path}")
+    try:
+        return image_size(path)
+    except Exception as e:  # Pillow raises several types for unreadable files
+        raise DataError(f"{source}: cannot read the image header of {path}: {e}") from e
+
+
 def parse_record(record, source: str, image_wh: tuple[int, int] | None
                  ) -> tuple[np.ndarray, np.ndarray, float, np.ndarray, int]:
     """Validates one record. Returns (center [2], joints [16, 3] 0-based with v in {0, 2},
@@ -184,9 +193,7 @@ def load_mpii(
         try:
             path = safe_image_path(image_dir, name, source)
             if check_images_exist and path not in sizes:
-                sizes[path] = image_size(path) if os.path.isfile(path) else None
-            if check_images_exist and sizes[path] is None:
-                raise DataError(f"{source}: image file not found: {path}")
+                sizes[path] = _checked_image_size(path, source)
             center, kps, scale, box, outside = parse_record(rec, source, sizes.get(path))
         except DataError as e:
             if not skip_invalid:
