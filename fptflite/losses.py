@@ -38,30 +38,49 @@ class _HeatmapLoss(keras.losses.Loss):
 class RegressiveCrossEntropy(_HeatmapLoss):
     """Regressive cross-entropy: binary cross-entropy with continuous targets in [0, 1].
 
-    loss = -(y log p + (1 - y) log(1 - p)), averaged with keypoint weights over N, H, W, K.
+    loss = -(y log p + (1 - y) log(1 - p)) with p = sigmoid(z), averaged with keypoint weights
+    over N, H, W, K.
+
+    With ``from_logits=True`` (what training uses) the loss is computed from the logits z in
+    the stable form max(z, 0) - z y + log(1 + exp(-|z|)), whose gradient is exactly p - y for
+    any z: a confidently wrong pixel (z = -20, y = 1) still gets gradient -1. The probability
+    form clips p to [epsilon, 1 - epsilon], so its gradient is zero outside that range (use it
+    only to score sigmoid outputs, e.g. of an inference model).
 
     Args:
-        epsilon: p is clipped to [epsilon, 1 - epsilon] so that p = 0 and p = 1 give finite
-            values (and gradients) instead of inf/NaN. Default 1e-6, well below the smallest
-            non-zero step of an int8 sigmoid output (1/256).
+        from_logits: y_pred holds logits (float16 logits are computed in float32).
+        epsilon: probability form only: p is clipped to [epsilon, 1 - epsilon] so that p = 0
+            and p = 1 give finite values. Default 1e-6, well below the smallest non-zero step
+            of an int8 sigmoid output (1/256).
 
     Call args:
         y_true: [N, H, W, K] Gaussian targets in [0, 1].
-        y_pred: [N, H, W, K] sigmoid probabilities.
+        y_pred: [N, H, W, K] logits (``from_logits``) or sigmoid probabilities.
         sample_weight: [N, K] or [N, 1, 1, K] keypoint weights.
     """
 
-    def __init__(self, epsilon: float = RCE_EPSILON, name: str = "rce", **kwargs):
+    def __init__(self, from_logits: bool = False, epsilon: float = RCE_EPSILON,
+                 name: str = "rce", **kwargs):
         super().__init__(name=name, **kwargs)
+        self.from_logits = bool(from_logits)
         self.epsilon = float(epsilon)
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        y_pred = tf.convert_to_tensor(y_pred)
+        if self.from_logits and y_pred.dtype != tf.float64:
+            y_pred = tf.cast(y_pred, tf.float32)
+        return super().__call__(y_true, y_pred, sample_weight)
 
     def call(self, y_true, y_pred):
         y_true = tf.cast(y_true, y_pred.dtype)
+        if self.from_logits:
+            return tf.nn.sigmoid_cross_entropy_with_logits(labels=y_true, logits=y_pred)
         p = tf.clip_by_value(y_pred, self.epsilon, 1.0 - self.epsilon)
         return -(y_true * tf.math.log(p) + (1.0 - y_true) * tf.math.log(1.0 - p))
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "epsilon": self.epsilon}
+        return {**super().get_config(), "from_logits": self.from_logits,
+                "epsilon": self.epsilon}
 
 
 @keras.utils.register_keras_serializable(package="fptflite")
@@ -80,9 +99,10 @@ class WeightedMSE(_HeatmapLoss):
 
 
 def loss_for_head(head: str) -> keras.losses.Loss:
-    """The loss each head is trained with: RCE for FasterPose, MSE for SimpleBaseline."""
+    """The loss each head is trained with: RCE from logits for FasterPose (train it on
+    ``fptflite.models.heatmap_logits_model(model)``), MSE for SimpleBaseline."""
     if head == "fasterpose":
-        return RegressiveCrossEntropy()
+        return RegressiveCrossEntropy(from_logits=True)
     if head == "simplebaseline":
         return WeightedMSE()
     raise ValueError(f"unknown head {head!r}")

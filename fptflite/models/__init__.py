@@ -2,7 +2,13 @@
 
 from fptflite.models.complexity import count_macs, summarize
 from fptflite.models.layers import DepthToSpace, ImageNormalization
-from fptflite.models.zoo import HEATMAP_STRIDE, MODELS, build_model, get_entry
+from fptflite.models.zoo import (
+    HEATMAP_STRIDE,
+    MODELS,
+    build_model,
+    get_entry,
+    heatmap_logits_model,
+)
 
 __all__ = [
     "DepthToSpace",
@@ -12,5 +18,6 @@ __all__ = [
     "build_model",
     "count_macs",
     "get_entry",
+    "heatmap_logits_model",
     "summarize",
 ]

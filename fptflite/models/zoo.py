@@ -143,7 +143,48 @@ def fasterpose_head(features: tf.Tensor, num_keypoints: int, block_size: int,
         kernel_initializer=keras.initializers.RandomNormal(stddev=0.001),
         bias_initializer=keras.initializers.Constant(math.log(prior / (1 - prior))))(x)
     x = DepthToSpace(block_size, name="depth_to_space")(x)
-    return keras.layers.Activation("sigmoid", name="heatmaps")(x)
+    # float32 even under a mixed_float16 policy: float16 rounds p to 1.0 past logit ~8.3.
+    return keras.layers.Activation("sigmoid", name="heatmaps", dtype="float32")(x)
+
+
+def _unwrapped(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """The layer a wrapper (e.g. tfmot's ``QuantizeWrapperV2``) holds, else the layer."""
+    while isinstance(getattr(layer, "layer", None), keras.layers.Layer):
+        layer = layer.layer
+    return layer
+
+
+def heatmap_logits_model(model: keras.Model) -> keras.Model:
+    """A view of a FasterPose ``model`` that outputs the logits its final sigmoid takes.
+
+    The view shares every layer (and so every weight) with ``model``: training it trains
+    ``model``, which keeps ending in the sigmoid for inference and export. Works on float
+    models and on models whose output layer is wrapped (tfmot's QAT ``quant_heatmaps``): the
+    output layer is found from the graph, not by name.
+
+    Args:
+        model: a functional model whose single output comes from a sigmoid ``Activation``
+            layer (possibly wrapped).
+
+    Returns:
+        A keras.Model: "image" [N, H, W, 3] -> logits [N, H/4, W/4, K] (the compute dtype:
+        float16 under mixed precision; losses cast them to float32).
+
+    Raises:
+        ValueError: when the model's output is not a sigmoid activation.
+    """
+    if len(model.outputs) != 1:
+        raise ValueError(f"{model.name} has {len(model.outputs)} outputs; expected 1 heatmap")
+    history = getattr(model.outputs[0], "_keras_history", None)
+    last = history.layer if history is not None else None
+    inner = _unwrapped(last) if last is not None else None
+    activation = getattr(inner, "activation", None)
+    if not isinstance(inner, keras.layers.Activation) or activation is not \
+            keras.activations.sigmoid:
+        raise ValueError(f"{model.name}: the output layer {getattr(last, 'name', None)!r} is "
+                         "not a sigmoid Activation; only FasterPose heads have logits")
+    logits = last.get_input_at(history.node_index)
+    return keras.Model(model.inputs, logits, name=f"{model.name}_logits")
 
 
 def simplebaseline_head(features: tf.Tensor, num_keypoints: int,
