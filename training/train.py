@@ -19,6 +19,9 @@ _SET = flags.DEFINE_multi_string("set", [], "Config override key=value, e.g. "
                                  "--set=learning_rate=5e-4 --set=data.use_detections=true.")
 _STRATEGY = flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
                               "tf.distribute strategy (multi_worker reads TF_CONFIG).")
+_CPU_REPLICAS = flags.DEFINE_integer(
+    "cpu_replicas", 0, "With --strategy=mirrored: run N replicas on N logical CPU devices "
+    "(multi-replica runs and tests without GPUs). 0: the strategy's own devices.")
 _MIXED = flags.DEFINE_bool("mixed_precision", None, "mixed_float16 (for GPUs).")
 _DETERMINISTIC = flags.DEFINE_bool("deterministic", False, "Enable TF op determinism.")
 _KILL = flags.DEFINE_integer("kill_after_steps", 0, "Fault injection for crash-recovery "
@@ -38,12 +41,14 @@ def flag_overrides(pairs) -> list[str]:
 
 def main(argv):
     del argv
+    # First: logical CPU devices must be configured before TensorFlow initialises devices.
+    strategy = trainer.make_strategy(_STRATEGY.value, _CPU_REPLICAS.value)
     cfg = configs.get_config(_CONFIG.value)
     cfg = configs.apply_overrides(cfg, flag_overrides(
         [("data.data_dir", _DATA_DIR), ("epochs", _EPOCHS), ("batch_size_per_replica", _BATCH),
          ("mixed_precision", _MIXED)]) + list(_SET.value))
-    trainer.train(cfg, _MODEL_DIR.value, trainer.make_strategy(_STRATEGY.value),
-                  deterministic=_DETERMINISTIC.value, kill_after_steps=_KILL.value)
+    trainer.train(cfg, _MODEL_DIR.value, strategy, deterministic=_DETERMINISTIC.value,
+                  kill_after_steps=_KILL.value)
     return 0
 
 

@@ -164,6 +164,13 @@ def _train_example(index, sample_key, table, input_size, sigma, aug: AugmentConf
                     aug, flip_perm, decode_roi)
 
 
+def _with_ids(example_fn, with_ids: bool):
+    """``example_fn(i, key) -> (image, targets, weights)``, plus the id ``i`` if asked."""
+    if not with_ids:
+        return example_fn
+    return lambda i, k: (*example_fn(i, k), i)
+
+
 def train_dataset(
     instances: Sequence[PersonInstance],
     input_size: Sequence[int],
@@ -178,24 +185,32 @@ def train_dataset(
     deterministic: bool = True,
     decode_roi: bool = True,
     num_epochs: int = 1,
+    replicas_per_shard: int = 1,
+    with_ids: bool = False,
 ) -> tf.data.Dataset:
-    """Augmented training batches of epochs ``epoch`` .. ``epoch + num_epochs - 1``.
+    """Augmented per-replica training batches of epochs ``epoch`` .. ``epoch + num_epochs - 1``.
 
-    Each epoch's order is a seeded permutation; worker ``shard_index`` of ``num_shards`` takes
-    every num_shards-th sample of it, in whole batches, so no batch straddles two epochs.
+    The dataset of one input pipeline (worker ``shard_index`` of ``num_shards``) feeding
+    ``replicas_per_shard`` local replicas, as ``tf.distribute`` expects from
+    ``distribute_datasets_from_function``: per-replica batches that the strategy deals to the
+    local replicas round-robin. Per epoch it yields exactly ``steps_per_epoch(...) *
+    replicas_per_shard`` batches (see ``epoch_order``), so no batch straddles two epochs, and
+    the batch of global replica g at step s is the same for any split of the replicas into
+    workers and local devices. Augmentation is keyed by (seed, epoch, person).
     ``skip_batches`` drops already-trained batches of the first epoch cheaply (before any
     decoding) when a run resumes mid-epoch. One dataset for all remaining epochs avoids
     re-tracing and re-filling the pipeline at every epoch.
 
     Returns:
         Dataset of (images [B, H, W, 3] float32 RGB 0..255, targets [B, H/4, W/4, K],
-        weights [B, 1, 1, K]), full batches only.
+        weights [B, 1, 1, K]) and, with ``with_ids``, instance indices [B] int32; B =
+        ``batch_size`` (per replica), full batches only.
     """
     table = {k: tf.constant(v) for k, v in instance_table(instances).items()}
     n = len(instances)
     orders, keys = [], []
     for e in range(epoch, epoch + num_epochs):
-        order = epoch_order(n, batch_size, e, seed, num_shards, shard_index)
+        order = epoch_order(n, batch_size, e, seed, num_shards, shard_index, replicas_per_shard)
         if e == epoch:
             order = order[skip_batches * batch_size:]
         orders.append(order)
@@ -203,23 +218,40 @@ def train_dataset(
     order, keys = np.concatenate(orders), np.concatenate(keys)
     flip_perm = tf.constant(flip_permutation(table["keypoints"].shape[1]))
     ds = tf.data.Dataset.from_tensor_slices((order.astype(np.int32), keys))
-    ds = ds.map(lambda i, k: _train_example(i, k, table, tuple(input_size), sigma, augment,
-                                            flip_perm, decode_roi),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    example = _with_ids(lambda i, k: _train_example(i, k, table, tuple(input_size), sigma,
+                                                    augment, flip_perm, decode_roi), with_ids)
+    ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-def steps_per_epoch(num_instances: int, batch_size: int, num_shards: int = 1) -> int:
-    """Full batches per epoch per shard (what ``train_dataset`` yields); equal on all shards."""
-    return (num_instances // num_shards) // batch_size
+def steps_per_epoch(num_instances: int, batch_size: int, num_shards: int = 1,
+                    replicas_per_shard: int = 1) -> int:
+    """Optimizer steps per epoch: whole global batches of ``batch_size`` per replica x
+    ``replicas_per_shard`` x ``num_shards``. The same on every worker by construction; the
+    remainder (fewer persons than one global batch) is dropped, a different one each epoch."""
+    return num_instances // (batch_size * replicas_per_shard * num_shards)
 
 
 def epoch_order(num_instances: int, batch_size: int, epoch: int, seed: int = 0,
-                num_shards: int = 1, shard_index: int = 0) -> np.ndarray:
-    """Instance indices one shard trains on in ``epoch``, in order, full batches only."""
+                num_shards: int = 1, shard_index: int = 0,
+                replicas_per_shard: int = 1) -> np.ndarray:
+    """Instance indices one input pipeline yields in ``epoch``, in order.
+
+    The epoch is a seeded permutation of all instances, cut into global batches of
+    ``batch_size x replicas_per_shard x num_shards`` (the remainder dropped). In global batch
+    s, global replica g = shard_index * replicas_per_shard + r takes the g-th slice of
+    ``batch_size``; shard ``shard_index`` yields, step by step, the slices of its local
+    replicas r = 0 .. replicas_per_shard - 1. Every kept person appears exactly once over all
+    shards and replicas.
+
+    Returns:
+        int64 [steps * replicas_per_shard * batch_size] instance indices.
+    """
+    steps = steps_per_epoch(num_instances, batch_size, num_shards, replicas_per_shard)
+    local = batch_size * replicas_per_shard
     order = np.random.default_rng([seed, epoch]).permutation(num_instances)
-    order = order[shard_index::num_shards]
-    return order[:steps_per_epoch(num_instances, batch_size, num_shards) * batch_size]
+    order = order[:steps * local * num_shards].reshape(steps, num_shards, local)
+    return order[:, shard_index].reshape(-1)
 
 
 def eval_dataset(
@@ -247,13 +279,40 @@ def eval_dataset(
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def tfrecord_steps_per_epoch(index: dict, batch_size: int, num_shards: int = 1) -> int:
-    """Full batches per epoch that every worker can make from its share of the shard files."""
-    counts = list(index["shards"].values())
-    if num_shards > len(counts):
-        raise ValueError(f"{len(counts)} TFRecord shards cannot feed {num_shards} workers")
-    per_worker = [sum(counts[w::num_shards]) for w in range(num_shards)]
-    return min(per_worker) // batch_size
+def tfrecord_steps_per_epoch(index: dict, batch_size: int, num_shards: int = 1,
+                             replicas_per_shard: int = 1) -> int:
+    """Optimizer steps per epoch from ``training.prepare_coco`` shards (see
+    ``tfrecord_epoch_plan``): the same on every worker in every epoch by construction."""
+    if num_shards > index["num_records"]:
+        raise ValueError(f"{index['num_records']} TFRecord records cannot feed {num_shards} "
+                         "workers")
+    return steps_per_epoch(index["num_records"], batch_size, num_shards, replicas_per_shard)
+
+
+def tfrecord_epoch_plan(index: dict, batch_size: int, epoch: int, seed: int = 0,
+                        num_shards: int = 1, shard_index: int = 0,
+                        replicas_per_shard: int = 1) -> list[tuple[str, int, int]]:
+    """Which records worker ``shard_index`` reads in ``epoch``: [(file, skip, take)].
+
+    The shard files are permuted with (seed, epoch) and read as one stream; worker w takes
+    records [w * m, (w + 1) * m) of it, m = steps x replicas_per_shard x batch_size. Every
+    worker so gets exactly m records, whatever the files' sizes, and no record is read by two
+    workers; the last num_records - num_shards * m records of the stream (fewer than one
+    global batch) are dropped, different ones each epoch. A worker reads at most two files
+    partially.
+    """
+    names = sorted(index["shards"])
+    steps = tfrecord_steps_per_epoch(index, batch_size, num_shards, replicas_per_shard)
+    m = steps * replicas_per_shard * batch_size
+    lo, hi = shard_index * m, (shard_index + 1) * m
+    plan, start = [], 0
+    for i in np.random.default_rng([seed, epoch]).permutation(len(names)):
+        count = int(index["shards"][names[i]])
+        a, b = max(lo, start), min(hi, start + count)
+        if a < b:
+            plan.append((names[i], a - start, b - a))
+        start += count
+    return plan
 
 
 def tfrecord_train_dataset(
@@ -271,36 +330,60 @@ def tfrecord_train_dataset(
     num_keypoints: int = 17,
     shuffle_buffer: int = 4096,
     prefix: str = "train",
+    replicas_per_shard: int = 1,
+    with_ids: bool = False,
 ) -> tf.data.Dataset:
     """Like ``train_dataset`` but reading ``training.prepare_coco`` shards.
 
-    Per epoch: the shard files are permuted with (seed, epoch) and dealt to the workers
-    (file-level sharding), records are shuffled in a seeded buffer, and every worker takes the
-    same number of full batches. Deterministic for a seed, so ``skip_batches`` resumes exactly.
+    Per epoch a worker reads the records ``tfrecord_epoch_plan`` deals it (the same count on
+    every worker), shuffles them in a seeded buffer and batches them per replica: exactly
+    ``steps x replicas_per_shard`` batches. Augmentation is keyed by (seed, epoch, file,
+    record). Deterministic for a seed, so ``skip_batches`` resumes exactly. A shard holding
+    fewer records than its index says is an error naming the epoch, not a short epoch.
+
+    Returns:
+        As ``train_dataset``; with ``with_ids`` the last element is [B, 2] int64 (image id,
+        annotation id) of each record.
     """
     from fptflite.data import tfrecords
 
     index = tfrecords.read_index(tfrecord_dir, prefix)
     names = sorted(index["shards"])
-    steps = tfrecord_steps_per_epoch(index, batch_size, num_shards)
+    file_ids = {n: i for i, n in enumerate(names)}
+    steps = tfrecord_steps_per_epoch(index, batch_size, num_shards, replicas_per_shard)
+    expected = steps * replicas_per_shard * batch_size
     flip_perm = tf.constant(flip_permutation(num_keypoints))
     size = tuple(input_size)
+
+    def read(path, file_id, skip, take, e):
+        base = (e * 100_000 + file_id) * 10_000_000  # unique per (epoch, file, record)
+        records = tf.data.TFRecordDataset(path).skip(skip).take(take)
+        return tf.data.Dataset.zip((tf.data.Dataset.range(skip, skip + take), records)).map(
+            lambda pos, record: (base + pos, record))
+
+    def example(key, record):
+        contents, center, box, kps, ids = tfrecords.parse_record(record, num_keypoints,
+                                                                 with_ids=True)
+        out = _augment(contents, center, box, kps, tf.stack([tf.constant(seed, tf.int64), key]),
+                       size, sigma, augment, flip_perm)
+        return (*out, ids) if with_ids else out
+
     epochs = []
     for e in range(epoch, epoch + num_epochs):
-        files = [names[i] for i in np.random.default_rng([seed, e]).permutation(len(names))]
-        files = [os.path.join(tfrecord_dir, f) for f in files[shard_index::num_shards]]
-        ds = tf.data.TFRecordDataset(files, num_parallel_reads=min(4, len(files)))
+        plan = tfrecord_epoch_plan(index, batch_size, e, seed, num_shards, shard_index,
+                                   replicas_per_shard)
+        pieces = tf.data.Dataset.from_tensor_slices((
+            [os.path.join(tfrecord_dir, f) for f, _, _ in plan],
+            np.array([file_ids[f] for f, _, _ in plan], np.int64),
+            np.array([s for _, s, _ in plan], np.int64),
+            np.array([t for _, _, t in plan], np.int64)))
+        ds = pieces.interleave(lambda f, i, s, t, e=e: read(f, i, s, t, e),
+                               cycle_length=max(1, min(4, len(plan))),
+                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(expected))
         ds = ds.shuffle(shuffle_buffer, seed=seed * 100003 + e, reshuffle_each_iteration=False)
-        ds = ds.take(steps * batch_size).enumerate()
         if e == epoch and skip_batches:
             ds = ds.skip(skip_batches * batch_size)
-        base = e * 10_000_000 + shard_index * 1_000_000
-
-        def example(pos, record, base=base):
-            contents, center, box, kps = tfrecords.parse_record(record, num_keypoints)
-            key = tf.stack([tf.constant(seed, tf.int64), base + pos])
-            return _augment(contents, center, box, kps, key, size, sigma, augment, flip_perm)
-
         epochs.append(ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
                       .batch(batch_size, drop_remainder=True))
     out = epochs[0]

@@ -123,14 +123,18 @@ def read_index(tfrecord_dir: str, prefix: str = "train") -> dict:
     return index
 
 
-def parse_record(serialized, num_keypoints: int):
+def parse_record(serialized, num_keypoints: int, with_ids: bool = False):
+    """One record -> (jpeg, center [2], size [2], keypoints [K, 3]) and, with ``with_ids``,
+    ids [2] int64 (image id, annotation id)."""
     f = tf.io.parse_single_example(serialized, {
         "image": tf.io.FixedLenFeature([], tf.string),
         "center": tf.io.FixedLenFeature([2], tf.float32),
         "size": tf.io.FixedLenFeature([2], tf.float32),
         "keypoints": tf.io.FixedLenFeature([num_keypoints * 3], tf.float32),
+        "ids": tf.io.FixedLenFeature([2], tf.int64),
     })
-    return f["image"], f["center"], f["size"], tf.reshape(f["keypoints"], [num_keypoints, 3])
+    out = (f["image"], f["center"], f["size"], tf.reshape(f["keypoints"], [num_keypoints, 3]))
+    return (*out, f["ids"]) if with_ids else out
 
 
 def shard_files(tfrecord_dir: str, prefix: str = "train") -> list[str]:

@@ -93,6 +93,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     epochs: int = 140
     batch_size_per_replica: int = 32
+    steps_per_loop: int = 10  # optimizer steps per tf.function call (Orbit's steps_per_loop)
     seed: int = 0
     checkpoint_every_steps: int = 0
     eval_every_epochs: int = 10
@@ -106,8 +107,8 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         get_entry(self.model)
-        if self.epochs < 1 or self.batch_size_per_replica < 1:
-            raise ValueError("epochs and batch_size_per_replica must be >= 1")
+        if self.epochs < 1 or self.batch_size_per_replica < 1 or self.steps_per_loop < 1:
+            raise ValueError("epochs, batch_size_per_replica and steps_per_loop must be >= 1")
         expected_k = MPII_NUM_KEYPOINTS if "mpii" in self.data.layout else NUM_KEYPOINTS
         if self.num_keypoints != expected_k:
             raise ValueError(f"data layout {self.data.layout!r} has {expected_k} keypoints, "

@@ -1,8 +1,15 @@
-"""The training loop: tf.distribute, CheckpointManager resume, TensorBoard, best-AP export.
+"""The training loop (Orbit-like): data, model and optimizer, the step loop, evaluation.
 
-A custom loop rather than ``model.fit``: the epoch's data order is a function of (seed,
-epoch), so a run killed mid-epoch resumes at the exact step of its last checkpoint (epoch,
-step, optimizer and schedule state restored) with no lost or repeated batches.
+A custom loop rather than ``model.fit``: each epoch's data is a function of (seed, epoch,
+worker, replica) and every worker runs the same number of steps by construction, so a run
+killed mid-epoch resumes at the exact step of its last checkpoint (epoch, step, optimizer and
+schedule state restored) with no lost or repeated batches. Several optimizer steps run per
+``tf.function`` call (``steps_per_loop``); a call never crosses an epoch end, a checkpoint
+step or the fault-injection step, so the checkpoint and resume semantics do not depend on it.
+
+Reading order: ``train`` -> ``Trainer.__init__`` (``load_train_data``, ``_build_state``,
+``_restore``) -> ``Trainer.run`` -> ``train_epoch`` (``_loop_lengths``, ``_run_loop``) ->
+``evaluate_and_export``.
 """
 
 from __future__ import annotations
@@ -19,11 +26,12 @@ import tf_keras as keras
 from absl import logging
 
 from fptflite import quantization
-from fptflite.data import coco, pipeline, synthetic
+from fptflite.data import coco, pipeline
 from fptflite.evaluation import coco_eval
 from fptflite.losses import loss_for_head
-from fptflite.models import build_model
+from fptflite.models import build_model, heatmap_logits_model
 from fptflite.models.io import load_model, model_file_extension
+from fptflite.tasks import datasets
 from fptflite.tasks.configs import TrainConfig, from_dict
 from fptflite.utils.io import atomic_path, write_json_atomic
 
@@ -81,12 +89,34 @@ def build_training_model(cfg: TrainConfig) -> keras.Model:
     return model
 
 
-def make_strategy(name: str) -> tf.distribute.Strategy:
-    """"default", "mirrored" (all local GPUs, or CPU) or "multi_worker" (reads TF_CONFIG)."""
+def configure_cpu_replicas(num: int) -> list[str]:
+    """Splits the host CPU into ``num`` logical devices (for MirroredStrategy without GPUs).
+
+    Must run before TensorFlow initialises its devices (before any op or strategy is made).
+
+    Returns:
+        The logical CPU device names.
+    """
+    cpus = tf.config.list_physical_devices("CPU")
+    try:
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(num)])
+    except RuntimeError as e:
+        raise RuntimeError(f"cannot split the CPU into {num} logical devices: TensorFlow "
+                           f"already initialised its devices ({e})") from e
+    return [d.name for d in tf.config.list_logical_devices("CPU")][:num]
+
+
+def make_strategy(name: str, cpu_replicas: int = 0) -> tf.distribute.Strategy:
+    """"default", "mirrored" (all local GPUs, or CPU; with ``cpu_replicas`` = N > 0, N
+    logical CPU devices) or "multi_worker" (reads TF_CONFIG)."""
+    if cpu_replicas and name != "mirrored":
+        raise ValueError(f"cpu_replicas needs the mirrored strategy, not {name!r}")
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        devices = configure_cpu_replicas(cpu_replicas) if cpu_replicas else None
+        return tf.distribute.MirroredStrategy(devices)
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"unknown strategy {name!r}: default, mirrored or multi_worker")
@@ -101,27 +131,34 @@ class TrainResult:
     model: keras.Model
 
 
-def _worker(strategy) -> tuple[bool, int, int]:
-    """(is_chief, worker index, number of workers) of this process."""
+@dataclasses.dataclass(frozen=True)
+class Topology:
+    """Where this process sits in the tf.distribute cluster."""
+
+    is_chief: bool
+    worker_id: int
+    num_workers: int
+    local_replicas: int
+    replicas: int
+
+
+def topology(strategy: tf.distribute.Strategy) -> Topology:
+    """This process's chief flag, worker index, worker count and replica counts."""
     resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type:
-        return True, 0, 1
-    spec = resolver.cluster_spec().as_dict()
-    num_workers = sum(len(spec.get(k, [])) for k in ("chief", "worker"))
-    task_type, task_id = resolver.task_type, int(resolver.task_id or 0)
-    is_chief = task_type == "chief" or (task_type == "worker" and task_id == 0
-                                        and "chief" not in spec)
-    return is_chief, task_id, max(num_workers, 1)
+    is_chief, worker_id, num_workers = True, 0, 1
+    if resolver is not None and resolver.task_type:
+        spec = resolver.cluster_spec().as_dict()
+        num_workers = max(sum(len(spec.get(k, [])) for k in ("chief", "worker")), 1)
+        task_type, worker_id = resolver.task_type, int(resolver.task_id or 0)
+        is_chief = task_type == "chief" or (task_type == "worker" and worker_id == 0
+                                            and "chief" not in spec)
+    replicas = strategy.num_replicas_in_sync
+    return Topology(is_chief, worker_id, num_workers, max(replicas // num_workers, 1), replicas)
 
 
 def ensure_data(cfg: TrainConfig) -> dict:
-    """Resolves data paths; generates the synthetic set on first use."""
-    paths = cfg.data.paths()
-    if cfg.data.layout == "synthetic" and not os.path.isfile(paths["val_ann"]):
-        logging.info("generating the synthetic dataset in %s", cfg.data.data_dir)
-        synthetic.generate_dataset(cfg.data.data_dir, cfg.data.synthetic_num_train,
-                                   cfg.data.synthetic_num_val, cfg.data.synthetic_seed)
-    return paths
+    """Resolves data paths; generates the synthetic set (COCO or MPII) on first use."""
+    return datasets.ensure_data(cfg.data)
 
 
 def check_config(cfg: TrainConfig, model_dir: str, is_chief: bool) -> None:
@@ -164,26 +201,345 @@ def learning_rate_schedule(cfg: TrainConfig, steps_per_epoch: int):
     return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
 
 
-def _find_bad_image(instances, order: np.ndarray, batch_index: int, batch_size: int,
+def _find_bad_image(instances, candidates: np.ndarray, where: str,
                     error: Exception) -> coco.DataError:
-    """Names the file and annotation behind a decode error in one training batch."""
-    for i in order[batch_index * batch_size:(batch_index + 1) * batch_size]:
+    """Names the file and annotation behind a decode error among the ``candidates`` (instance
+    indices of the failing steps)."""
+    for i in candidates:
         inst = instances[int(i)]
         reason = coco.check_image(inst.image_path)
         if reason:
             return coco.DataError(f"image {inst.image_path} (annotation {inst.ann_id}, image "
                                   f"{inst.image_id}): {reason}; rerun with "
                                   "--set=data.skip_invalid=true to skip such images")
-    return coco.DataError(f"input pipeline failed in batch {batch_index}: {error}")
+    return coco.DataError(f"input pipeline failed in {where}: {error}")
 
 
 def evaluate_model(model: keras.Model, cfg: TrainConfig, paths: dict, instances,
                    out_dir: str | None, progress: bool = True):
-    """COCO keypoint AP of ``model`` on the validation ``instances`` of ``paths["val_ann"]``."""
-    stats, _ = coco_eval.evaluate(
-        coco_eval.keras_predictor(model), instances, paths["val_ann"], cfg.input_size, out_dir,
-        cfg.eval_batch_size, cfg.eval_flip_test, cfg.eval_decode, progress)
-    return stats
+    """COCO keypoint AP (or MPII PCKh, by the data layout) of ``model`` on the validation
+    ``instances`` of ``paths["val_ann"]``."""
+    return datasets.evaluate(
+        datasets.dataset_kind(cfg.data.layout), coco_eval.keras_predictor(model), instances,
+        paths["val_ann"], cfg.input_size, out_dir, cfg.eval_batch_size, cfg.eval_flip_test,
+        cfg.eval_decode, progress)
+
+
+# --------------------------------------------------------------------------------- data
+
+
+@dataclasses.dataclass
+class TrainData:
+    """What a run trains and evaluates on.
+
+    Attributes:
+        paths: the config's resolved data paths.
+        instances: training persons (empty when reading TFRecords).
+        tfrecord_index: the shards' index, or None when reading image files.
+        val_instances: validation persons (GT boxes or detections).
+        report: what loading the training annotations kept and skipped.
+        steps: optimizer steps per epoch, the same on every worker.
+    """
+
+    paths: dict
+    instances: list
+    tfrecord_index: dict | None
+    val_instances: list
+    report: coco.LoadReport
+    steps: int
+
+
+def load_train_data(cfg: TrainConfig, topo: Topology) -> TrainData:
+    """Loads (and validates) the annotations or the TFRecord index; counts steps per epoch."""
+    paths = ensure_data(cfg)
+    h, w = cfg.input_size
+    index = None
+    if cfg.data.tfrecord_dir:  # images were validated and cut when the shards were written
+        from fptflite.data import tfrecords
+
+        index = tfrecords.read_index(cfg.data.tfrecord_dir)
+        if index["input_size"] != list(cfg.input_size):
+            raise ValueError(f"{cfg.data.tfrecord_dir} was prepared for input "
+                             f"{index['input_size']}, the config trains at {cfg.input_size}")
+        instances, report = [], coco.LoadReport(kept=index["num_records"])
+        steps = pipeline.tfrecord_steps_per_epoch(index, cfg.batch_size_per_replica,
+                                                  topo.num_workers, topo.local_replicas)
+    else:
+        instances, report = datasets.load_split(cfg.data, paths, "train", w / h)
+        steps = pipeline.steps_per_epoch(len(instances), cfg.batch_size_per_replica,
+                                         topo.num_workers, topo.local_replicas)
+    global_batch = cfg.batch_size_per_replica * topo.replicas
+    if steps < 1:
+        raise ValueError(f"{report.kept} training persons are fewer than one global batch of "
+                         f"{global_batch}")
+    val_instances, _ = datasets.load_split(cfg.data, paths, "val", w / h)
+    logging.info("training %s on %d persons (%s): %d replicas on %d workers, global batch %d, "
+                 "%d steps/epoch, %d persons dropped per epoch", cfg.model, report.kept,
+                 report.summary(), topo.replicas, topo.num_workers, global_batch, steps,
+                 report.kept - steps * global_batch)
+    return TrainData(paths, instances, index, val_instances, report, steps)
+
+
+def make_dataset_fn(cfg: TrainConfig, data: TrainData, topo: Topology, first_epoch: int,
+                    first_step: int, with_ids: bool = False):
+    """The ``distribute_datasets_from_function`` callable: per-replica batches of epochs
+    ``first_epoch`` .. ``cfg.epochs - 1``, skipping the ``first_step`` steps already trained
+    (``with_ids``: plus each person's id, see ``pipeline.train_dataset``)."""
+    common = dict(input_size=cfg.input_size, batch_size=cfg.batch_size_per_replica,
+                  epoch=first_epoch, seed=cfg.seed, sigma=cfg.sigma, augment=cfg.augment,
+                  with_ids=with_ids,
+                  skip_batches=first_step * topo.local_replicas,
+                  num_epochs=max(cfg.epochs - first_epoch, 1),
+                  replicas_per_shard=topo.local_replicas)
+
+    def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+        if ctx.get_per_replica_batch_size(cfg.batch_size_per_replica * topo.replicas) != \
+                cfg.batch_size_per_replica or ctx.num_input_pipelines != topo.num_workers:
+            raise ValueError(f"unexpected input context {ctx} for topology {topo}")
+        shard = dict(num_shards=ctx.num_input_pipelines, shard_index=ctx.input_pipeline_id)
+        if data.tfrecord_index is not None:
+            return pipeline.tfrecord_train_dataset(cfg.data.tfrecord_dir, **common, **shard,
+                                                   num_keypoints=cfg.num_keypoints)
+        return pipeline.train_dataset(data.instances, **common, **shard)
+
+    return dataset_fn
+
+
+# --------------------------------------------------------------------------------- trainer
+
+
+class Trainer:
+    """One training run in ``model_dir``: builds or restores its state, then ``run()``s."""
+
+    def __init__(self, cfg: TrainConfig, model_dir: str,
+                 strategy: tf.distribute.Strategy | None = None, deterministic: bool = False,
+                 kill_after_steps: int = 0):
+        self.cfg = cfg.validate()
+        self.model_dir = model_dir
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.topo = topology(self.strategy)
+        self.kill_after_steps = kill_after_steps
+        os.makedirs(model_dir, exist_ok=True)
+        check_config(cfg, model_dir, self.topo.is_chief)
+        if deterministic:
+            tf.config.experimental.enable_op_determinism()
+        if cfg.mixed_precision:
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        self.data = load_train_data(cfg, self.topo)
+        self.global_batch = cfg.batch_size_per_replica * self.topo.replicas
+        self._build_state()
+        self._restore()
+        self.writer = (tf.summary.create_file_writer(os.path.join(model_dir, "tensorboard"))
+                       if self.topo.is_chief else tf.summary.create_noop_writer())
+        self._loop_fn = self._make_loop_fn()
+        self.stats: dict = {}
+
+    # ----------------------------------------------------------- model and optimizer
+
+    def _build_state(self) -> None:
+        """Model (and its logits view for RCE), optimizer, loss, counters, checkpointing."""
+        cfg, topo = self.cfg, self.topo
+        keras.utils.set_random_seed(cfg.seed)  # the same initial weights on every worker
+        self.loss_obj = loss_for_head(cfg.head)
+        self.loss_obj.reduction = keras.losses.Reduction.NONE
+        with self.strategy.scope():
+            self.model = build_training_model(cfg)
+            # RCE is computed from the logits of the same layers; exports keep the sigmoid.
+            self.train_model = (heatmap_logits_model(self.model)
+                                if getattr(self.loss_obj, "from_logits", False) else self.model)
+            self.lr = learning_rate_schedule(cfg, self.data.steps)
+            opt_cls = keras.optimizers.AdamW if cfg.optimizer == "adamw" else \
+                keras.optimizers.Adam
+            self.optimizer = opt_cls(learning_rate=self.lr)
+            if cfg.mixed_precision:
+                self.optimizer = keras.mixed_precision.LossScaleOptimizer(self.optimizer)
+            self.epoch_var = tf.Variable(0, dtype=tf.int64, name="epoch", trainable=False)
+            self.step_var = tf.Variable(0, dtype=tf.int64, name="step_in_epoch",
+                                        trainable=False)
+            self.best_ap = tf.Variable(-1.0, dtype=tf.float64, name="best_ap", trainable=False)
+        self.ckpt = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
+                                        epoch=self.epoch_var, step_in_epoch=self.step_var,
+                                        best_ap=self.best_ap)
+        self.ckpt_dir = os.path.join(self.model_dir, "checkpoints")
+        own_dir = self.ckpt_dir if topo.is_chief else os.path.join(
+            self.model_dir, f".worker{topo.worker_id}_checkpoints")
+        self.manager = tf.train.CheckpointManager(self.ckpt, own_dir, max_to_keep=3)
+
+    def _restore(self) -> None:
+        latest = tf.train.latest_checkpoint(self.ckpt_dir)
+        if latest:
+            self.ckpt.restore(latest).assert_existing_objects_matched()
+            logging.info("resumed from %s: epoch %d, step %d of %d", latest, self.epoch,
+                         self.step_in_epoch, self.data.steps)
+
+    @property
+    def epoch(self) -> int:
+        return int(self.epoch_var.numpy())
+
+    @property
+    def step_in_epoch(self) -> int:
+        return int(self.step_var.numpy())
+
+    @property
+    def iterations(self) -> int:
+        return int(self.optimizer.iterations.numpy())
+
+    # ----------------------------------------------------------------- the step loop
+
+    def _make_loop_fn(self):
+        """tf.function(iterator, num_steps) -> mean loss of ``num_steps`` optimizer steps."""
+        model, optimizer, loss_obj = self.train_model, self.optimizer, self.loss_obj
+        mixed, global_batch, strategy = self.cfg.mixed_precision, self.global_batch, \
+            self.strategy
+
+        def step_fn(images, targets, weights):
+            with tf.GradientTape() as tape:
+                pred = tf.cast(model(images, training=True), tf.float32)
+                per_elem = loss_obj(targets, pred, sample_weight=weights)
+                loss = tf.reduce_sum(per_elem) / tf.cast(
+                    global_batch * tf.reduce_prod(tf.shape(per_elem)[1:]), tf.float32)
+                scaled = optimizer.get_scaled_loss(loss) if mixed else loss
+            grads = tape.gradient(scaled, model.trainable_variables)
+            if mixed:
+                grads = optimizer.get_unscaled_gradients(grads)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+            return loss
+
+        @tf.function
+        def loop_fn(iterator, num_steps):
+            total = tf.constant(0.0, tf.float32)
+            for _ in tf.range(num_steps):
+                per_replica = strategy.run(step_fn, args=next(iterator))
+                total += strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+            return total / tf.cast(num_steps, tf.float32)
+
+        return loop_fn
+
+    def _make_iterator(self):
+        fn = make_dataset_fn(self.cfg, self.data, self.topo, self.epoch, self.step_in_epoch)
+        return iter(self.strategy.distribute_datasets_from_function(fn))
+
+    def _loop_lengths(self, step: int) -> int:
+        """Steps the next loop call runs from ``step``: at most ``steps_per_loop``, never past
+        the epoch end, the next checkpoint step or the fault-injection step."""
+        n = min(self.cfg.steps_per_loop, self.data.steps - step)
+        every = self.cfg.checkpoint_every_steps
+        if every:
+            n = min(n, every - step % every)
+        if self.kill_after_steps > self.iterations:
+            n = min(n, self.kill_after_steps - self.iterations)
+        return n
+
+    def _run_loop(self, iterator, epoch: int, step: int, n: int) -> float:
+        """Runs ``n`` steps; names the bad image or the shortfall when the data fails."""
+        try:
+            loss = float(self._loop_fn(iterator, tf.constant(n, tf.int32)))
+        except (tf.errors.OutOfRangeError, tf.errors.FailedPreconditionError,
+                StopIteration) as e:
+            if isinstance(e, tf.errors.FailedPreconditionError) and \
+                    "expected to contain" not in str(e):
+                raise
+            raise coco.DataError(
+                f"worker {self.topo.worker_id} ran out of training data in epoch {epoch + 1} "
+                f"within steps {step}..{step + n - 1} of {self.data.steps}: the data holds "
+                "fewer persons than its annotations or TFRecord index say") from e
+        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
+            if not self.data.instances:
+                raise
+            b, local = self.cfg.batch_size_per_replica, self.topo.local_replicas
+            order = pipeline.epoch_order(len(self.data.instances), b, epoch, self.cfg.seed,
+                                         self.topo.num_workers, self.topo.worker_id, local)
+            raise _find_bad_image(self.data.instances,
+                                  order[step * local * b:(step + n) * local * b],
+                                  f"epoch {epoch + 1}, steps {step}..{step + n - 1}", e) from e
+        if not np.isfinite(loss):
+            raise FloatingPointError(
+                f"loss became {loss} in epoch {epoch + 1} before step {step + n}; last good "
+                f"checkpoint: {self.manager.latest_checkpoint}")
+        return loss
+
+    def _write_train_summary(self, before: int, loss: float) -> None:
+        if self.iterations // SUMMARY_EVERY_STEPS > before // SUMMARY_EVERY_STEPS:
+            with self.writer.as_default(step=self.iterations):
+                tf.summary.scalar("train/loss", loss)
+                tf.summary.scalar("train/learning_rate", float(self.lr(self.iterations)))
+
+    def train_epoch(self, iterator) -> None:
+        """Trains the rest of the current epoch, checkpointing every
+        ``checkpoint_every_steps`` steps inside it (the epoch end is checkpointed by ``run``)."""
+        epoch, steps, step = self.epoch, self.data.steps, self.step_in_epoch
+        print(f"Epoch {epoch + 1}/{self.cfg.epochs}" + (f" (resuming at step {step})"
+                                                         if step else ""), flush=True)
+        progbar = keras.utils.Progbar(steps, stateful_metrics=["loss", "lr"])
+        progbar.update(step)
+        t0 = time.time()
+        while step < steps:
+            n = self._loop_lengths(step)
+            before = self.iterations
+            loss = self._run_loop(iterator, epoch, step, n)
+            step += n
+            self.step_var.assign(step)
+            if self.kill_after_steps and self.iterations >= self.kill_after_steps:
+                os.kill(os.getpid(), signal.SIGKILL)
+            progbar.update(step, [("loss", loss), ("lr", float(self.lr(self.iterations)))])
+            self._write_train_summary(before, loss)
+            every = self.cfg.checkpoint_every_steps
+            if every and step % every == 0 and step < steps:
+                self.manager.save(checkpoint_number=self.iterations)
+        self.epoch_var.assign(epoch + 1)
+        self.step_var.assign(0)
+        logging.info("epoch %d done in %.1f s", epoch + 1, time.time() - t0)
+
+    # ------------------------------------------------------------ evaluation and export
+
+    def _export(self, kind: str) -> str:
+        path = export_path(self.model_dir, kind, self.cfg.quantize)
+        _export(self.model, path, self.topo.is_chief, self.topo.worker_id)
+        return path
+
+    def evaluate_and_export(self) -> None:
+        """Validation AP after the current epoch (to stdout and TensorBoard); exports
+        ``best`` when the AP improved."""
+        topo = self.topo
+        self.stats = evaluate_model(self.model, self.cfg, self.data.paths,
+                                    self.data.val_instances,
+                                    os.path.join(self.model_dir, "eval") if topo.is_chief
+                                    else None, progress=topo.is_chief)
+        print(datasets.format_stats(self.stats, f"val after epoch {self.epoch}"), flush=True)
+        with self.writer.as_default(step=self.iterations):
+            for k, v in self.stats.items():
+                tf.summary.scalar(f"val/{k}", v)
+        score = datasets.primary_metric(self.stats)  # COCO AP or MPII mean PCKh
+        if score > float(self.best_ap.numpy()):
+            self.best_ap.assign(score)
+            logging.info("new best AP/PCKh %.4f: exported %s", score,
+                         self._export("best"))
+
+    def _eval_due(self) -> bool:
+        every = self.cfg.eval_every_epochs
+        return self.epoch == self.cfg.epochs or bool(every and self.epoch % every == 0)
+
+    def finish(self) -> TrainResult:
+        """Exports ``final``, writes the metrics; non-chief workers drop their scratch."""
+        self._export("final")
+        if self.topo.is_chief:
+            if self.stats:
+                write_json_atomic(os.path.join(self.model_dir, "final_metrics.json"),
+                                  {**self.stats, "best_AP": float(self.best_ap.numpy())})
+        elif os.path.isdir(self.manager.directory):
+            tf.io.gfile.rmtree(self.manager.directory)
+        return TrainResult(self.stats, float(self.best_ap.numpy()), self.model)
+
+    def run(self) -> TrainResult:
+        """Trains the remaining epochs (evaluating and checkpointing after each), exports."""
+        iterator = self._make_iterator() if self.epoch < self.cfg.epochs else None
+        while self.epoch < self.cfg.epochs:
+            self.train_epoch(iterator)
+            if self._eval_due():
+                self.evaluate_and_export()
+            self.manager.save(checkpoint_number=self.iterations)
+            self.writer.flush()
+        return self.finish()
 
 
 def train(cfg: TrainConfig, model_dir: str, strategy: tf.distribute.Strategy | None = None,
@@ -198,174 +554,4 @@ def train(cfg: TrainConfig, model_dir: str, strategy: tf.distribute.Strategy | N
         kill_after_steps: fault injection for crash-recovery tests: SIGKILL this process
             after that many optimizer steps (0: never).
     """
-    cfg.validate()
-    strategy = strategy or tf.distribute.get_strategy()
-    is_chief, worker_id, num_workers = _worker(strategy)
-    os.makedirs(model_dir, exist_ok=True)
-    check_config(cfg, model_dir, is_chief)
-    if deterministic:
-        tf.config.experimental.enable_op_determinism()
-    if cfg.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    paths = ensure_data(cfg)
-    h, w = cfg.input_size
-    index = None
-    if cfg.data.tfrecord_dir:  # images were validated and cut when the shards were written
-        from fptflite.data import tfrecords
-
-        index = tfrecords.read_index(cfg.data.tfrecord_dir)
-        if index["input_size"] != list(cfg.input_size):
-            raise ValueError(f"{cfg.data.tfrecord_dir} was prepared for input "
-                             f"{index['input_size']}, the config trains at {cfg.input_size}")
-        instances, report = [], coco.LoadReport(kept=index["num_records"])
-    else:
-        instances, report = coco.load_instances(
-            paths["train_ann"], paths["train_images"], w / h, training=True,
-            skip_invalid=cfg.data.skip_invalid)
-        if cfg.data.skip_invalid:
-            instances = coco.drop_unreadable_images(instances, report)
-    val_instances, _ = coco.load_instances(
-        paths["val_ann"], paths["val_images"], w / h, det_file=paths["val_det"],
-        det_score_threshold=cfg.data.det_score_threshold)
-
-    replicas = strategy.num_replicas_in_sync
-    local_replicas = max(replicas // num_workers, 1)
-    global_batch = cfg.batch_size_per_replica * replicas
-    per_worker_batch = cfg.batch_size_per_replica * local_replicas
-    if index is not None:
-        steps = pipeline.tfrecord_steps_per_epoch(index, per_worker_batch, num_workers)
-    else:
-        steps = pipeline.steps_per_epoch(len(instances), per_worker_batch, num_workers)
-    if steps < 1:
-        raise ValueError(f"{report.kept} training persons are fewer than one batch of "
-                         f"{global_batch} per worker")
-    logging.info("training %s on %d persons (%s): %d replicas, global batch %d, %d steps/epoch",
-                 cfg.model, report.kept, report.summary(), replicas, global_batch, steps)
-
-    keras.utils.set_random_seed(cfg.seed)  # the same initial weights on every worker and rerun
-    with strategy.scope():
-        model = build_training_model(cfg)
-        lr = learning_rate_schedule(cfg, steps)
-        opt_cls = keras.optimizers.AdamW if cfg.optimizer == "adamw" else keras.optimizers.Adam
-        optimizer = opt_cls(learning_rate=lr)
-        if cfg.mixed_precision:
-            optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
-        epoch_var = tf.Variable(0, dtype=tf.int64, name="epoch", trainable=False)
-        step_var = tf.Variable(0, dtype=tf.int64, name="step_in_epoch", trainable=False)
-        best_ap = tf.Variable(-1.0, dtype=tf.float64, name="best_ap", trainable=False)
-    loss_obj = loss_for_head(cfg.head)
-    loss_obj.reduction = keras.losses.Reduction.NONE
-
-    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var,
-                               step_in_epoch=step_var, best_ap=best_ap)
-    ckpt_dir = os.path.join(model_dir, "checkpoints")
-    if not is_chief:
-        ckpt_dir = os.path.join(model_dir, f".worker{worker_id}_checkpoints")
-    manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=3)
-    latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
-    if latest:
-        ckpt.restore(latest).assert_existing_objects_matched()
-        logging.info("resumed from %s: epoch %d, step %d of %d", latest, int(epoch_var.numpy()),
-                     int(step_var.numpy()), steps)
-    writer = (tf.summary.create_file_writer(os.path.join(model_dir, "tensorboard"))
-              if is_chief else tf.summary.create_noop_writer())
-
-    def step_fn(images, targets, weights):
-        with tf.GradientTape() as tape:
-            pred = tf.cast(model(images, training=True), tf.float32)
-            per_elem = loss_obj(targets, pred, sample_weight=weights)
-            loss = tf.reduce_sum(per_elem) / tf.cast(
-                global_batch * tf.reduce_prod(tf.shape(per_elem)[1:]), tf.float32)
-            scaled = optimizer.get_scaled_loss(loss) if cfg.mixed_precision else loss
-        grads = tape.gradient(scaled, model.trainable_variables)
-        if cfg.mixed_precision:
-            grads = optimizer.get_unscaled_gradients(grads)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-        return loss
-
-    @tf.function
-    def train_step(batch):
-        per_replica = strategy.run(step_fn, args=batch)
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
-
-    first_epoch, first_step = int(epoch_var.numpy()), int(step_var.numpy())
-
-    def dataset_fn(ctx):
-        # Batched per replica; local replicas take consecutive batches round-robin, so one
-        # step consumes ``local_replicas`` batches of this worker's shard.
-        if cfg.data.tfrecord_dir:
-            return pipeline.tfrecord_train_dataset(
-                cfg.data.tfrecord_dir, cfg.input_size,
-                ctx.get_per_replica_batch_size(global_batch), first_epoch, cfg.seed, cfg.sigma,
-                cfg.augment, skip_batches=first_step * local_replicas,
-                num_shards=ctx.num_input_pipelines, shard_index=ctx.input_pipeline_id,
-                num_epochs=max(cfg.epochs - first_epoch, 1), num_keypoints=cfg.num_keypoints)
-        return pipeline.train_dataset(
-            instances, cfg.input_size, ctx.get_per_replica_batch_size(global_batch),
-            first_epoch, cfg.seed, cfg.sigma, cfg.augment,
-            skip_batches=first_step * local_replicas, num_shards=ctx.num_input_pipelines,
-            shard_index=ctx.input_pipeline_id, num_epochs=max(cfg.epochs - first_epoch, 1))
-
-    iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
-    stats: dict = {}
-    while int(epoch_var.numpy()) < cfg.epochs:
-        epoch, start_step = int(epoch_var.numpy()), int(step_var.numpy())
-        print(f"Epoch {epoch + 1}/{cfg.epochs}" + (f" (resuming at step {start_step})"
-                                                    if start_step else ""), flush=True)
-        progbar = keras.utils.Progbar(steps, stateful_metrics=["loss", "lr"])
-        progbar.update(start_step)
-        t0, step = time.time(), start_step
-        while step < steps:
-            try:
-                batch = next(iterator)
-            except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
-                order = pipeline.epoch_order(len(instances), per_worker_batch, epoch, cfg.seed,
-                                             num_workers, worker_id)
-                raise _find_bad_image(instances, order, step, per_worker_batch, e) from e
-            loss = float(train_step(batch))
-            if not np.isfinite(loss):
-                raise FloatingPointError(
-                    f"loss became {loss} at epoch {epoch + 1}, step {step}; last good "
-                    f"checkpoint: {manager.latest_checkpoint}")
-            step += 1
-            step_var.assign(step)
-            if kill_after_steps and int(optimizer.iterations.numpy()) >= kill_after_steps:
-                os.kill(os.getpid(), signal.SIGKILL)
-            iterations = int(optimizer.iterations.numpy())
-            current_lr = float(lr(iterations))
-            progbar.update(step, [("loss", loss), ("lr", current_lr)])
-            if iterations % SUMMARY_EVERY_STEPS == 0:
-                with writer.as_default(step=iterations):
-                    tf.summary.scalar("train/loss", loss)
-                    tf.summary.scalar("train/learning_rate", current_lr)
-            if cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0 \
-                    and step < steps:
-                manager.save(checkpoint_number=iterations)
-        epoch_var.assign(epoch + 1)
-        step_var.assign(0)
-        logging.info("epoch %d done in %.1f s", epoch + 1, time.time() - t0)
-        last = int(epoch_var.numpy()) == cfg.epochs
-        if last or (cfg.eval_every_epochs and int(epoch_var.numpy()) % cfg.eval_every_epochs == 0):
-            stats = evaluate_model(model, cfg, paths, val_instances,
-                                   os.path.join(model_dir, "eval") if is_chief else None,
-                                   progress=is_chief)
-            title = f"val after epoch {int(epoch_var.numpy())}"
-            print(coco_eval.format_stats(stats, title), flush=True)
-            with writer.as_default(step=int(optimizer.iterations.numpy())):
-                for k, v in stats.items():
-                    tf.summary.scalar(f"val/{k}", v)
-            if stats["AP"] > float(best_ap.numpy()):
-                best_ap.assign(stats["AP"])
-                best = export_path(model_dir, "best", cfg.quantize)
-                _export(model, best, is_chief, worker_id)
-                logging.info("new best AP %.4f: exported %s", stats["AP"], best)
-        manager.save(checkpoint_number=int(optimizer.iterations.numpy()))
-        writer.flush()
-    _export(model, export_path(model_dir, "final", cfg.quantize), is_chief, worker_id)
-    if is_chief:
-        if stats:
-            write_json_atomic(os.path.join(model_dir, "final_metrics.json"),
-                              {**stats, "best_AP": float(best_ap.numpy())})
-    elif os.path.isdir(ckpt_dir):
-        tf.io.gfile.rmtree(ckpt_dir)
-    return TrainResult(stats, float(best_ap.numpy()), model)
+    return Trainer(cfg, model_dir, strategy, deterministic, kill_after_steps).run()
