@@ -3,21 +3,27 @@
     python -m conversion.evaluate_tflite --tflite=FILE --ann_file=... --image_dir=... \
         [--det_file=...] [--num_threads=2] [--compare_to=FLOAT_MODEL] --out_dir=DIR
 
-Same preprocessing, decoding and COCOeval as training.evaluate. With --compare_to (a float
-.keras or training dir) it writes a parity report: both APs, the AP delta, per-keypoint pixel
-error between the two models on the same crops, heatmap correlation and parity.png, and
-exits with status 1 (naming both APs) when the .tflite's AP is more than --max_ap_drop AP
-points (default 0.5) below the float model's.
+Same preprocessing, decoding and COCOeval as training.evaluate; flip test, decoder and batch
+size default to the .tflite sidecar's "evaluation" section, else the training config of
+--compare_to (or beside the .tflite), else TrainConfig's defaults. Evaluation streams: memory
+holds one batch of heatmaps and the decoded keypoints, whatever the number of boxes.
+
+With --compare_to (a float .keras or training dir) it writes a parity report: both APs, the
+AP delta, per-keypoint pixel error between the two models on the same crops, heatmap
+correlation and parity.png, and exits with status 1 (naming both APs) when the .tflite's AP
+is more than --max_ap_drop AP points (default 0.5) below the float model's.
 """
 
 import os
 import sys
+import time
 
 from absl import app, flags
 
 import fptflite  # noqa: F401  (selects tf_keras before TensorFlow loads)
 from fptflite.data.coco import load_instances
 from fptflite.evaluation import coco_eval, parity
+from fptflite.evaluation import defaults as eval_defaults
 from fptflite.tasks import trainer
 from fptflite.tflite import parity_gate
 from fptflite.tflite.runner import TFLitePredictor
@@ -29,9 +35,12 @@ _DET = flags.DEFINE_string("det_file", None, "Person detections JSON (else GT bo
 _DET_THR = flags.DEFINE_float("det_score_threshold", 0.0, "Minimum detection score.")
 _THREADS = flags.DEFINE_integer("num_threads", None, "Interpreter threads (default: all).")
 _COMPARE = flags.DEFINE_string("compare_to", None, "Float model (.keras or training dir).")
-_FLIP = flags.DEFINE_bool("flip_test", False, "Average with the flipped image's heatmaps.")
-_DECODE = flags.DEFINE_enum("decode", "dark", ["dark", "quarter", "argmax"], "Decoder.")
-_BATCH = flags.DEFINE_integer("batch_size", 32, "Crops per interpreter call.")
+_FLIP = flags.DEFINE_bool("flip_test", None, "Average with the flipped image's heatmaps "
+                          "(default: the model's training config).")
+_DECODE = flags.DEFINE_enum("decode", None, ["dark", "quarter", "argmax"],
+                            "Decoder (default: the model's training config).")
+_BATCH = flags.DEFINE_integer("batch_size", None, "Crops per interpreter call (default: the "
+                              "config's eval batch size).")
 _OUT = flags.DEFINE_string("out_dir", None, "Results go here.")
 _MAX_DROP = flags.DEFINE_float(
     "max_ap_drop", parity_gate.DEFAULT_MAX_AP_DROP_POINTS,
@@ -40,24 +49,37 @@ _MAX_DROP = flags.DEFINE_float(
 flags.mark_flags_as_required(["tflite", "ann_file", "image_dir", "out_dir"])
 
 
+def _print_rate(num_crops: int, seconds: float, what: str = "TFLite") -> None:
+    print(f"evaluated {num_crops} crops ({what}) in {seconds:.1f} s: "
+          f"{num_crops / max(seconds, 1e-9):.1f} crops/s (prediction, decoding and COCOeval)")
+
+
 def main(argv):
     del argv
     predictor = TFLitePredictor(_TFLITE.value, num_threads=_THREADS.value)
     h, w = predictor.input_size
     instances, report = load_instances(_ANN.value, _IMAGES.value, w / h, det_file=_DET.value,
                                        det_score_threshold=_DET_THR.value)
+    settings = eval_defaults.resolve(_FLIP.value, _DECODE.value, _BATCH.value,
+                                     [_COMPARE.value, _TFLITE.value], _TFLITE.value)
+    print(f"{len(instances)} persons ({report.summary()}); decode {settings.decode}, flip test "
+          f"{settings.flip_test}, batch {settings.batch_size} (flags, else {settings.source})")
+    t0 = time.perf_counter()
     if not _COMPARE.value:
         stats, _ = coco_eval.evaluate(predictor, instances, _ANN.value, (h, w), _OUT.value,
-                                      _BATCH.value, _FLIP.value, _DECODE.value)
+                                      settings.batch_size, settings.flip_test, settings.decode)
         print(coco_eval.format_stats(stats, f"{_TFLITE.value}: {report.summary()}"))
+        _print_rate(len(instances), time.perf_counter() - t0)
         return 0
     path = trainer.best_export(_COMPARE.value) if os.path.isdir(_COMPARE.value) \
         else _COMPARE.value
     float_model = parity_gate.load_float_reference(path)
     parity_gate.check_compatible(_TFLITE.value, float_model, path)
+    t0 = time.perf_counter()
     rep = parity.evaluate_against_float(_TFLITE.value, float_model, instances, _ANN.value,
-                                        _OUT.value, _THREADS.value, _BATCH.value, _FLIP.value,
-                                        _DECODE.value)
+                                        _OUT.value, _THREADS.value, settings.batch_size,
+                                        settings.flip_test, settings.decode)
+    _print_rate(len(instances), time.perf_counter() - t0, "float + TFLite on each crop")
     print(coco_eval.format_stats(rep["float_stats"], f"float model {path}"))
     print(coco_eval.format_stats(rep["stats"], f"{_TFLITE.value}"))
     print(parity.format_parity({os.path.basename(_TFLITE.value): rep}))

@@ -93,7 +93,12 @@ def build_backbone(
         kwargs["weights"] = "imagenet"
     app = spec.constructor(**kwargs)
     if weights is None:
-        logging.info("backbone %s: random initialisation (no backbone_weights given)", key)
+        logging.warning(
+            "backbone %s: RANDOM INITIALISATION (no backbone_weights given; ignore this when "
+            "init_from loads a trained model next). Fine for the synthetic demo; on COCO the "
+            "paper's AP needs ImageNet weights: set "
+            "backbone_weights to a local keras.applications no-top .h5 file (or 'imagenet' "
+            "where downloads work), e.g. --set=backbone_weights=/path/to/weights.h5", key)
     elif weights == "imagenet":
         logging.info("backbone %s: ImageNet weights from keras.applications", key)
         _flip_first_conv_if_caffe(app, spec)
