@@ -1,0 +1,69 @@
+"""Top-down pose prediction on an image or a video.
+
+    python -m fptflite.predict --model=X.tflite|MODEL_DIR|X.keras (--image=PATH | --video=PATH)
+        [--boxes=COCO_DET_JSON] [--track] [--smooth] --out=PATH [--json_out=PATH]
+
+Writes the annotated image/video (--out) and COCO-results JSON (--json_out, default --out with
+.json). The last line printed ends with "F frames/s" (end to end). With a .tflite model only
+LiteRT, OpenCV and numpy are used (TensorFlow is not imported).
+"""
+
+import os
+import sys
+
+from absl import app, flags
+
+from fptflite.serving import one_euro
+from fptflite.serving.predictors import load_predictor
+from fptflite.serving.video import PredictError, PredictOptions, predict_image, predict_video
+
+_MODEL = flags.DEFINE_string("model", None, ".tflite file, .keras file or training dir.")
+_IMAGE = flags.DEFINE_string("image", None, "Input image.")
+_VIDEO = flags.DEFINE_string("video", None, "Input video.")
+_BOXES = flags.DEFINE_string("boxes", None, "COCO detection JSON (image_id = frame index for "
+                             "a video); default: the whole frame.")
+_BOX_SCORE = flags.DEFINE_float("box_score_threshold", 0.0, "Ignore boxes scoring below.")
+_TRACK = flags.DEFINE_bool("track", False, "Video: place each crop from the previous frame's "
+                           "keypoints (MoveNet's rule).")
+_SMOOTH = flags.DEFINE_bool("smooth", False, "Video: One-Euro filter per keypoint coordinate.")
+_MIN_CUTOFF = flags.DEFINE_float("min_cutoff", one_euro.DEFAULT_MIN_CUTOFF,
+                                 "One-Euro minimum cutoff (Hz); lower = smoother.")
+_BETA = flags.DEFINE_float("beta", one_euro.DEFAULT_BETA,
+                           "One-Euro speed coefficient; higher = less lag.")
+_D_CUTOFF = flags.DEFINE_float("d_cutoff", one_euro.DEFAULT_D_CUTOFF,
+                               "One-Euro derivative cutoff (Hz).")
+_THREADS = flags.DEFINE_integer("num_threads", None, "LiteRT CPU threads.")
+_OUT = flags.DEFINE_string("out", None, "Annotated image or video (.mp4/.avi) to write.")
+_JSON = flags.DEFINE_string("json_out", None, "COCO-results JSON (default: --out + .json).")
+flags.mark_flags_as_required(["model", "out"])
+
+
+def main(argv):
+    del argv
+    if bool(_IMAGE.value) == bool(_VIDEO.value):
+        raise app.UsageError("give exactly one of --image and --video")
+    json_out = _JSON.value or os.path.splitext(_OUT.value)[0] + ".json"
+    opts = PredictOptions(track=_TRACK.value, smooth=_SMOOTH.value,
+                          min_cutoff=_MIN_CUTOFF.value, beta=_BETA.value,
+                          d_cutoff=_D_CUTOFF.value, box_score_threshold=_BOX_SCORE.value)
+    try:
+        predictor = load_predictor(_MODEL.value, _THREADS.value)
+        if _IMAGE.value:
+            stats = predict_image(predictor, _IMAGE.value, _OUT.value, json_out, _BOXES.value,
+                                  opts)
+        else:
+            stats = predict_video(predictor, _VIDEO.value, _OUT.value, json_out, _BOXES.value,
+                                  opts)
+    except (PredictError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if stats["incomplete"]:
+        print(f"warning: {stats['incomplete']}", file=sys.stderr)
+    print(f"wrote {_OUT.value} and {json_out}: {stats['people']} poses in "
+          f"{stats['frames']} frames")
+    print(f"end to end: {stats['frames'] / stats['seconds']:.1f} frames/s")
+    return 3 if stats["incomplete"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(app.run(main))

@@ -1,0 +1,100 @@
+"""Single-crop keypoint predictors for a .tflite (drop-in or heatmap output) or a Keras model.
+
+Every predictor maps one crop [H, W, 3] uint8 RGB to keypoints [K, 2] (x, y) in crop pixels
+(pixel centres at integers) and scores [K]. The .tflite predictors use LiteRT and numpy only:
+importing this module does not import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from fptflite.codec import decode_heatmaps, heatmap_to_crop
+from fptflite.keypoints import NUM_KEYPOINTS
+from fptflite.tflite.audit import load_interpreter
+
+HEATMAP_STRIDE = 4  # = fptflite.models.zoo.HEATMAP_STRIDE (that module imports TensorFlow)
+
+
+class DropInPredictor:
+    """A drop-in file: uint8 [1, S, S, 3] -> float32 [1, 1, K, 3] (y, x, score) in [0, 1]."""
+
+    def __init__(self, path: str, num_threads: int | None = None, interpreter=None):
+        self.path = path
+        self.interpreter = interpreter or load_interpreter(path, num_threads=num_threads)
+        self._in = self.interpreter.get_input_details()[0]
+        self._out = self.interpreter.get_output_details()[0]
+        self.input_size = (int(self._in["shape"][1]), int(self._in["shape"][2]))
+
+    def __call__(self, crop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.interpreter.set_tensor(self._in["index"], crop[None].astype(np.uint8))
+        self.interpreter.invoke()
+        out = self.interpreter.get_tensor(self._out["index"]).reshape(-1, 3)
+        h, w = self.input_size
+        xy = np.stack([out[:, 1] * w - 0.5, out[:, 0] * h - 0.5], axis=1)
+        return xy.astype(np.float64), out[:, 2].astype(np.float32)
+
+
+class HeatmapPredictor:
+    """Heatmaps [1, H/4, W/4, K] from a .tflite or a Keras model, decoded with DARK."""
+
+    def __init__(self, heatmap_fn, input_size: tuple[int, int], decode: str = "dark"):
+        self._fn, self.input_size, self.decode = heatmap_fn, input_size, decode
+
+    def __call__(self, crop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        hm = self._fn(crop[None].astype(np.float32))
+        coords, scores = decode_heatmaps(np.asarray(hm), self.decode)
+        return heatmap_to_crop(coords[0], HEATMAP_STRIDE), scores[0]
+
+
+def _tflite_predictor(path: str, num_threads: int | None):
+    interp = load_interpreter(path, num_threads=num_threads)
+    inp, out = interp.get_input_details(), interp.get_output_details()
+    in_shape = [int(d) for d in inp[0]["shape"]] if len(inp) == 1 else []
+    out_shape = [int(d) for d in out[0]["shape"]] if len(out) == 1 else []
+    if len(in_shape) != 4 or in_shape[3] != 3:
+        raise ValueError(f"{path} is not a pose model: expected one [1, H, W, 3] image input, "
+                         f"got inputs {[list(d['shape']) for d in inp]}")
+    if out_shape == [1, 1, NUM_KEYPOINTS, 3]:
+        return DropInPredictor(path, interpreter=interp)
+    if len(out_shape) == 4 and out_shape[3] == NUM_KEYPOINTS and \
+            out_shape[1] * HEATMAP_STRIDE == in_shape[1] and \
+            out_shape[2] * HEATMAP_STRIDE == in_shape[2]:
+        from fptflite.tflite.runner import TFLitePredictor
+
+        runner = TFLitePredictor(path, num_threads=num_threads)
+        return HeatmapPredictor(runner, runner.input_size)
+    raise ValueError(
+        f"{path} is not a pose model: expected output [1, 1, {NUM_KEYPOINTS}, 3] (keypoints) "
+        f"or [1, {in_shape[1] // HEATMAP_STRIDE}, {in_shape[2] // HEATMAP_STRIDE}, "
+        f"{NUM_KEYPOINTS}] (heatmaps), got outputs {[list(d['shape']) for d in out]}")
+
+
+def _keras_predictor(path: str):
+    import fptflite  # noqa: F401  (selects tf_keras)
+    from fptflite.models.io import load_model
+    from fptflite.tasks import trainer
+
+    model = load_model(trainer.best_export(path) if os.path.isdir(path) else path)
+    h, w = (int(d) for d in model.input_shape[1:3])
+
+    def heatmaps(images):
+        return model(images, training=False).numpy()
+
+    return HeatmapPredictor(heatmaps, (h, w))
+
+
+def load_predictor(path: str, num_threads: int | None = None):
+    """A predictor for a .tflite file, a .keras/.h5 file or a training dir.
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        ValueError: the file is not a usable pose model (naming the file and the problem).
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"model not found: {path}")
+    if path.endswith(".tflite"):
+        return _tflite_predictor(path, num_threads)
+    return _keras_predictor(path)

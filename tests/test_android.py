@@ -1,0 +1,198 @@
+"""The Android drop-in: in-graph decode vs the Python codec, the exported file's contract and
+ops, and the file run through a replica of the app's pipeline on rendered frames."""
+
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+import tf_keras as keras
+
+from fptflite.codec import decode_heatmaps, encode_keypoints, heatmap_to_crop
+from fptflite.keypoints import COCO_KEYPOINT_NAMES
+from fptflite.serving import android, app_pipeline
+from fptflite.serving.decode_layer import HeatmapPeakDecode
+
+SIZE = 64
+FRAME = (160, 160)
+NUM_FRAMES = 8
+
+
+def _quantized_heatmaps(rng, n, size=32, k=17):
+    """Sigmoid-like heatmaps (uint8 steps of 1/256, peak <= 0.96) at sub-pixel positions."""
+    out, stride = [], 4
+    for _ in range(n):
+        kps = np.concatenate([rng.uniform(4, size * stride - 4, (k, 2)), np.ones((k, 1))], 1)
+        t, _ = encode_keypoints(kps, (size, size), stride, 2.0)
+        t = t * rng.uniform(0.3, 0.96, k) + rng.uniform(0, 0.03, (size, size, k))
+        out.append(np.floor(np.clip(t, 0, 1) * 256).clip(0, 255) / 256)
+    return np.stack(out).astype(np.float32)
+
+
+def test_decode_layer_matches_python_dark(rng):
+    hm = _quantized_heatmaps(rng, 24)
+    ref, ref_scores = decode_heatmaps(hm, "dark")
+    out = HeatmapPeakDecode()(hm).numpy()
+    assert out.shape == (24, 1, 17, 3)
+    u, v = out[:, 0, :, 1] * 32 - 0.5, out[:, 0, :, 0] * 32 - 0.5
+    d = np.hypot(u - ref[..., 0], v - ref[..., 1])
+    print(f"in-graph vs Python DARK: mean {d.mean():.4f} max {d.max():.4f} heatmap px")
+    assert d.mean() <= 0.02 and d.max() <= 1.0  # measured 0.005 and 0.74 (a tie)
+    np.testing.assert_allclose(out[:, 0, :, 2], ref_scores, atol=1e-6)
+    # Against the truth the refinement beats the integer peak (it does something).
+    argmax, _ = decode_heatmaps(hm, "argmax")
+    assert np.abs(ref - argmax).max() > 0.2
+
+
+def test_decode_layer_serializes(tmp_path):
+    inp = keras.Input((16, 16, 17))
+    model = keras.Model(inp, HeatmapPeakDecode(dark_kernel=7, name="dec")(inp))
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.get_layer("dec").dark_kernel == 7
+    x = _quantized_heatmaps(np.random.default_rng(0), 2, size=16)
+    np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), atol=1e-6)
+    with pytest.raises(ValueError, match="odd"):
+        HeatmapPeakDecode(dark_kernel=4)
+
+
+def test_dropin_needs_a_square_input():
+    from fptflite.models import build_model
+
+    with pytest.raises(ValueError, match="square"):
+        android.build_dropin_model(build_model("fasterpose_mnv2_035", (64, 32)))
+
+
+def _frames_dataset(root):
+    """Single-figure frames as a COCO-layout dataset (val = train), with the frames."""
+    from fptflite.data import synthetic_video
+    from fptflite.keypoints import PERSON_CATEGORY
+
+    images, anns, frames = [], [], []
+    for split in ("train2017", "val2017"):
+        os.makedirs(os.path.join(root, split), exist_ok=True)
+    for i in range(NUM_FRAMES):
+        img, kps = synthetic_video.frames(1, FRAME, seed=i, moving=False)
+        img, kps = img[0], kps[0]
+        lo, hi = kps.min(0) - 10, kps.max(0) + 10
+        box = [float(lo[0]), float(lo[1]), float(hi[0] - lo[0]), float(hi[1] - lo[1])]
+        name = f"{i:04d}.png"
+        for split in ("train2017", "val2017"):
+            cv2.imwrite(os.path.join(root, split, name), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        images.append({"id": i + 1, "file_name": name, "height": FRAME[0], "width": FRAME[1]})
+        k = np.concatenate([kps, np.full((17, 1), 2.0)], 1).reshape(-1).tolist()
+        anns.append({"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": box,
+                     "area": box[2] * box[3], "iscrowd": 0, "keypoints": k,
+                     "num_keypoints": 17})
+        frames.append((img, box))
+    os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
+    for split, reps in (("train2017", 6), ("val2017", 1)):
+        rep = [dict(a, id=a["id"] + 1000 * r) for r in range(reps) for a in anns]
+        with open(os.path.join(root, "annotations", f"person_keypoints_{split}.json"), "w") as f:
+            json.dump({"images": images, "annotations": rep,
+                       "categories": [dict(PERSON_CATEGORY)]}, f)
+    return frames
+
+
+@pytest.fixture(scope="module")
+def dropin(tmp_path_factory):
+    """A tiny model fitted to rendered single-figure frames, exported as the drop-in (PTQ)."""
+    from fptflite.data.coco import load_instances
+    from fptflite.models.io import load_model
+    from fptflite.tasks import configs, trainer
+    from fptflite.tflite import convert as convert_lib
+
+    root = str(tmp_path_factory.mktemp("android"))
+    data = os.path.join(root, "data")
+    frames = _frames_dataset(data)
+    cfg = configs.apply_overrides(configs.get_config("demo"), [
+        "data.layout=coco", f"data.data_dir={data}", "model=fasterpose_mnv2_035",
+        f"input_size=[{SIZE},{SIZE}]", "neck_channels=32", "epochs=30",
+        "batch_size_per_replica=8", "learning_rate=0.005", "warmup_epochs=0",
+        "eval_flip_test=false", "augment.scale_factor=0.0", "augment.rotation_prob=0.0",
+        "augment.flip=false", "augment.half_body_prob=0.0"])
+    model_dir = os.path.join(root, "float")
+    trainer.train(cfg, model_dir)
+    source = trainer.best_export(model_dir)
+    body = load_model(source)
+    paths = cfg.data.paths()
+    instances, _ = load_instances(paths["train_ann"], paths["train_images"], 1.0)
+    calib = convert_lib.calibration_crops(instances, (SIZE, SIZE), 16)
+    assets = os.path.join(root, "assets")
+    card = android.export_android(body, "ptq", assets, calib, source, os.path.join(root, "w"),
+                                  threads=(2,))
+    return {"assets": assets, "card": card, "frames": frames, "body": body}
+
+
+@pytest.mark.slow
+def test_dropin_file_contract_and_ops(dropin):
+    path = os.path.join(dropin["assets"], android.DROPIN_FILENAME)
+    report = android.audit_dropin(path)
+    assert report["passed"], report["problems"]
+    assert report["input"] == {"shape": [1, SIZE, SIZE, 3], "dtype": "uint8",
+                               "quantization": report["input"]["quantization"]}
+    assert report["output"] == {"shape": [1, 1, 17, 3], "dtype": "float32"}
+    assert not set(report["ops"]) & android.FORBIDDEN_OPS
+    assert report["ops"]["DEQUANTIZE"] == 1  # one float boundary: int8 body, float decode
+    assert "looks compatible with GPU delegate" in report["gpu_compatibility"]
+    card = json.load(open(os.path.join(dropin["assets"], "model_card.json")))
+    assert card["input_size"] == [SIZE, SIZE] and card["int8"] == "ptq"
+    assert card["keypoint_names"] == list(COCO_KEYPOINT_NAMES) and card["ops"] == report["ops"]
+    assert card["int8_body_audit"]["passed"]
+    for key in ("skeleton", "flip_pairs", "score_threshold", "source_model", "output_layout",
+                "latency_ms_xnnpack_cpu", "decode_parity_heatmap_px"):
+        assert key in card
+    names = open(os.path.join(dropin["assets"], "keypoints.txt")).read().split()
+    assert names == list(COCO_KEYPOINT_NAMES)
+
+
+@pytest.mark.slow
+def test_app_pipeline_matches_python_decode(dropin):
+    """The file in a replica of MoveNet.kt's pipeline vs decode_heatmaps(dark) of the same
+    file's heatmaps, mapped to the same frame."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interp = Interpreter(
+        model_path=os.path.join(dropin["assets"], android.DROPIN_FILENAME),
+        experimental_preserve_all_tensors=True,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interp.allocate_tensors()
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    hm_index = next(op for op in interp._get_ops_details()
+                    if op["op_name"] == "DEQUANTIZE")["outputs"][0]
+    diffs, float_diffs, person_scores = [], [], []
+    for frame, (x, y, w, h) in dropin["frames"]:
+        side = 1.25 * max(w, h)
+        region = app_pipeline.SquareRegion(x + w / 2 - side / 2, y + h / 2 - side / 2, side)
+        image, snapped = app_pipeline.app_input(frame, region, SIZE)
+        interp.set_tensor(inp["index"], image[None])
+        interp.invoke()
+        xy_app, _, person = app_pipeline.parse_output(interp.get_tensor(out["index"]), snapped)
+        xy_app = xy_app - 0.5  # the app's edge-based pixels -> pixel centres
+        px_per_hm = snapped.size / SIZE * 4
+        refs = []
+        for hm in (interp.get_tensor(hm_index),
+                   dropin["body"](image[None].astype(np.float32)).numpy()):
+            coords, _ = decode_heatmaps(hm, "dark")
+            crop_xy = heatmap_to_crop(coords[0], 4)
+            refs.append((crop_xy + 0.5) * snapped.size / SIZE - 0.5
+                        + [snapped.left, snapped.top])
+        diffs.append(np.hypot(*(xy_app - refs[0]).T) / px_per_hm)
+        float_diffs.append(np.hypot(*(xy_app - refs[1]).T) / px_per_hm)
+        person_scores.append(person)
+    d, fd = np.concatenate(diffs), np.concatenate(float_diffs)
+    print(f"in-graph vs Python DARK (same int8 heatmaps): mean {d.mean():.4f} max {d.max():.4f}"
+          f" heatmap px; vs the float model's heatmaps: mean {fd.mean():.3f}; person scores "
+          f"{np.round(person_scores, 2)}")
+    assert d.mean() <= 0.25 and d.max() <= 1.0
+    assert min(person_scores) > 0.5
+
+
+@pytest.mark.slow
+def test_export_refuses_a_failing_file_and_leaves_no_assets(dropin, tmp_path):
+    out = str(tmp_path / "assets")
+    with pytest.raises(ValueError, match="TFLite"):
+        android.write_assets(out, b"TFL3 not a model", "ptq", "x.keras")
+    assert not os.path.exists(os.path.join(out, android.DROPIN_FILENAME))
