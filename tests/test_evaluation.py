@@ -212,3 +212,14 @@ def test_oracle_refuses_detections(coco_sample):
                                   det_file=coco_sample["det_file"])
     with pytest.raises(ValueError, match="ground-truth boxes"):
         coco_eval.oracle_predictor(inst, (256, 192))
+
+
+def test_corrupt_image_during_calibration_names_file_and_record(synthetic_data, tmp_path):
+    from fptflite.tflite import convert as convert_lib
+
+    inst, _ = coco.load_instances(synthetic_data["val_ann"], synthetic_data["val_images"], 0.75)
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image at all")
+    inst[-1].image_path = str(bad)
+    with pytest.raises(coco.DataError, match=rf"broken.jpg.*annotation {inst[-1].ann_id}"):
+        convert_lib.calibration_crops(inst, (64, 48), num=len(inst))

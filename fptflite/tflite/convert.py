@@ -129,7 +129,10 @@ def calibration_crops(instances: Sequence, input_size: Sequence[int],
     if num < 1 or not instances:
         raise ValueError("the calibration set is empty: give at least one person instance")
     idx = np.sort(np.random.default_rng(seed).permutation(len(instances))[:num])
-    crops = [images.numpy() for images, _ in eval_dataset(instances, input_size, 32, idx)]
+    from fptflite.evaluation.coco_eval import iterate_eval_crops
+
+    dataset = eval_dataset(instances, input_size, 32, idx)  # a bad image: DataError naming it
+    crops = [images for images, _ in iterate_eval_crops(dataset, instances, 32, idx)]
     return np.concatenate(crops)
 
 
