@@ -86,7 +86,10 @@ def main(argv):
         predictor = coco_eval.keras_predictor(model)
     cfg, _ = eval_defaults.find_config(_MODEL_DIR.value or _WEIGHTS.value)
     data = _data_flags(cfg)
-    settings = eval_defaults.resolve(_FLIP.value, _DECODE.value, _BATCH.value,
+    if _PREDICTOR.value == "oracle" and _FLIP.value:
+        raise app.UsageError("the oracle answers from the labels, not the pixels: no flip test")
+    flip = False if _PREDICTOR.value == "oracle" else _FLIP.value
+    settings = eval_defaults.resolve(flip, _DECODE.value, _BATCH.value,
                                      [_MODEL_DIR.value or _WEIGHTS.value])
     kind = datasets.file_kind(data["ann"]) if _DATASET.value == "auto" else _DATASET.value
     instances, report = datasets.load_instances(
