@@ -104,9 +104,10 @@ class HeatmapPeakDecode(keras.layers.Layer):
         return self._depthwise(x, self._sum_kernels[name], padding="VALID")  # [N, 1, 1, K]
 
     @staticmethod
-    def _step(x):
-        """~1 where x > 1e-4, 0 where x <= 0 (a linear ramp in between), from MUL/RELU/MIN."""
-        return tf.minimum(tf.nn.relu(x * 1e4), 1.0)
+    def _step(x, sign: float = 1.0):
+        """~1 where sign * x > 1e-4, 0 where sign * x <= 0 (a ramp in between), from
+        MUL/RELU/MINIMUM only (no comparison or NEG ops)."""
+        return tf.minimum(tf.nn.relu(x * (sign * 1e4)), 1.0)
 
     def _mean_of(self, x, weights, weight_sum):
         """Weighted mean over the map of a runtime map: [N, H, W, K] -> [N, 1, 1, K]."""
@@ -132,7 +133,7 @@ class HeatmapPeakDecode(keras.layers.Layer):
              for n, s in self._stencil.items()}
         # DARK takes no step where the curvature is not that of a maximum (hxx or hyy >= 0,
         # det <= 0) or at the border: a soft 0/1 mask from arithmetic (no comparison ops).
-        valid = (self._step(-d["hxx"]) * self._step(-d["hyy"]) * interior)
+        valid = self._step(d["hxx"], -1.0) * self._step(d["hyy"], -1.0) * interior
         hxx = tf.minimum(d["hxx"], -1e-6)
         hyy = tf.minimum(d["hyy"], -1e-6)
         det = hxx * hyy - d["hxy"] * d["hxy"]
