@@ -25,7 +25,8 @@ pixel range [0, 255].
 
 The zoo's custom layers get QuantizeConfigs: ``DepthToSpace`` is a pure rearrangement (int8
 DEPTH_TO_SPACE keeps its input's scale and zero point), so it adds no fake-quant;
-``ImageNormalization`` (x * scale + offset) gets an 8-bit output fake-quant.
+``ImageNormalization`` ((x - mean) / std as a 1x1 depthwise conv) gets an 8-bit output
+fake-quant and the int8 file's rounded bias (``ImageNormalizationQuantizeConfig``).
 """
 
 from __future__ import annotations
@@ -160,9 +161,22 @@ class ConverterMatchedQuantizeScheme(_q.default_8bit.Default8BitQuantizeScheme):
         return ConverterMatchedQuantizeRegistry()
 
 
+@keras.utils.register_keras_serializable(package="fptflite")
+class ImageNormalizationQuantizeConfig(OutputQuantizeConfig):
+    """Output fake-quant, plus the int8 file's bias: the converter turns the layer into one
+    DEPTHWISE_CONV_2D (input scale 1 over the pixel range, weights 1/std = 127 steps per
+    channel, exact) whose int32 bias has step 1 x (1/std)/127. Its offsets -mean/std are
+    rounded to that grid in QAT as in the file. (For MobileNet's x/127.5 - 1 every output is a
+    rounding tie, so the bias's last step decides the rounding of every pixel.)"""
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        step = (INPUT_PIXEL_RANGE[1] - INPUT_PIXEL_RANGE[0]) / 255.0
+        layer.int8_bias_steps = [step / s / 127.0 for s in layer.std]
+
+
 CUSTOM_QUANTIZE_CONFIGS = {
     DepthToSpace: PassThroughQuantizeConfig,
-    ImageNormalization: OutputQuantizeConfig,
+    ImageNormalization: ImageNormalizationQuantizeConfig,
 }
 
 _SCOPE_OBJECTS = {
@@ -170,6 +184,7 @@ _SCOPE_OBJECTS = {
     "ImageNormalization": ImageNormalization,
     "PassThroughQuantizeConfig": PassThroughQuantizeConfig,
     "OutputQuantizeConfig": OutputQuantizeConfig,
+    "ImageNormalizationQuantizeConfig": ImageNormalizationQuantizeConfig,
     "DepthwisePerChannelQuantizer": DepthwisePerChannelQuantizer,
     "DepthwiseConvQuantizeConfig": DepthwiseConvQuantizeConfig,
     "LogisticQuantizeConfig": LogisticQuantizeConfig,
@@ -269,6 +284,24 @@ def activation_ranges(float_model: keras.Model, layer_names: Sequence[str],
             zip(names, lo, hi, strict=True)}
 
 
+def nudged_range(lo: float, hi: float, num_bits: int = 8) -> tuple[float, float]:
+    """The range the converter will use for an asymmetric tensor range [lo, hi]: zero on the
+    integer grid, its zero point rounded in double precision (half away from zero).
+
+    TF's fake-quant op nudges the same range in float32; where the zero point is a tie
+    (e.g. [-1, 1]: 127.5) the two can round it differently and the Keras model then clamps
+    at one end what the int8 file clamps at the other. Giving both the already nudged range
+    removes the tie.
+    """
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    steps = 2 ** num_bits - 1
+    if hi - lo < 1e-12:
+        hi = lo + 1e-6
+    scale = (hi - lo) / steps
+    zero = min(max(math.floor(-lo / scale + 0.5), 0), steps)
+    return -zero * scale, (steps - zero) * scale
+
+
 def calibrate_ranges(qat: keras.Model, float_model: keras.Model, images: np.ndarray,
                      batch_size: int = 32) -> dict[str, int]:
     """Sets every fake-quant range of ``qat`` as the converter would choose it.
@@ -321,9 +354,9 @@ def calibrate_ranges(qat: keras.Model, float_model: keras.Model, images: np.ndar
     ranges = activation_ranges(float_model, [n for n, _, _ in output_layers], images,
                                batch_size)
     for name, lo_var, hi_var in output_layers:
-        lo, hi = ranges[name]
+        lo, hi = nudged_range(*ranges[name])
         lo_var.assign(lo)
-        hi_var.assign(hi if hi > lo else lo + 1e-6)
+        hi_var.assign(hi)
         counts["activations"] += 1
     logging.info("QAT ranges from %d calibration crops: %d activations, %d weights, %d inputs",
                  len(images), counts["activations"], counts["weights"], counts["inputs"])

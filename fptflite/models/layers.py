@@ -6,6 +6,7 @@ hold them need unsafe deserialization.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import tensorflow as tf
@@ -67,13 +68,27 @@ class ImageNormalization(keras.layers.Layer):
             raise ValueError(f"need 3 means and 3 positive stds, got mean={mean}, std={std}")
         self.mean = [float(m) for m in mean]
         self.std = [float(s) for s in std]
+        # Set (not serialized) by fptflite.quantization for QAT: the offset is rounded to the
+        # int32 bias grid of the int8 file, step = input scale x weight scale per channel.
+        self.int8_bias_steps: list[float] | None = None
+
+    def offsets(self) -> list[float]:
+        """The per-channel offsets -mean / std (on the int8 bias grid when simulated)."""
+        offsets = [-m / s for m, s in zip(self.mean, self.std, strict=True)]
+        if self.int8_bias_steps:  # rounded half away from zero, as TFLite quantizes biases
+            offsets = [math.copysign(math.floor(abs(o / q) + 0.5), o) * q for o, q in
+                       zip(offsets, self.int8_bias_steps, strict=True)]
+        return offsets
 
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
         x = tf.cast(inputs, self.compute_dtype)
-        scale = tf.constant([1.0 / s for s in self.std], dtype=x.dtype)
-        offset = tf.constant([-m / s for m, s in zip(self.mean, self.std, strict=True)],
-                             dtype=x.dtype)
-        return x * scale + offset
+        # A 1x1 depthwise conv with bias (not x * scale + offset): it converts to one
+        # DEPTHWISE_CONV_2D whose int8 form is exact (per-channel weight = 127 steps), where
+        # MUL + ADD would round the product to a range shared with the sum (measured: 0.7
+        # int8 steps of error after the first layer, which QAT cannot see).
+        scale = tf.constant([[[[1.0 / s] for s in self.std]]], dtype=x.dtype)  # [1, 1, 3, 1]
+        offset = tf.constant(self.offsets(), dtype=x.dtype)
+        return tf.nn.bias_add(tf.nn.depthwise_conv2d(x, scale, [1, 1, 1, 1], "VALID"), offset)
 
     def compute_output_shape(self, input_shape):
         return tf.TensorShape(input_shape)

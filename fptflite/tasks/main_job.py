@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import time
 
 from absl import logging
@@ -18,10 +17,15 @@ from fptflite.evaluation import parity
 from fptflite.models.io import load_model
 from fptflite.tasks import configs, trainer
 from fptflite.tflite import convert as convert_lib
+from fptflite.tflite import fidelity as fidelity_lib
+from fptflite.tflite import parity_gate
 from fptflite.tflite.export import export_formats
 from fptflite.utils.io import write_bytes_atomic, write_json_atomic
 
-QAT_TOLERANCE_POINTS = 1.0
+INT8_FORMATS = ("int8_qat", "int8_ptq")
+# APs closer than this (points) count as a tie; the keypoint error against the float model
+# on the same crops then decides.
+AP_TIE_POINTS = 0.1
 
 
 @dataclasses.dataclass
@@ -35,6 +39,7 @@ class MainJobOptions:
     qat_epochs: int = 2
     qat_learning_rate: float | None = None
     num_calibration: int = convert_lib.DEFAULT_NUM_CALIBRATION
+    max_ap_drop: float = parity_gate.DEFAULT_MAX_AP_DROP_POINTS
     num_threads: int | None = None
     android_assets_dir: str | None = None
 
@@ -74,14 +79,17 @@ def run(opts: MainJobOptions) -> dict:
     h, w = cfg.input_size
     train_instances, _ = load_instances(paths["train_ann"], paths["train_images"], w / h)
     calib = convert_lib.calibration_crops(train_instances, cfg.input_size, opts.num_calibration)
+    val_instances, _ = load_instances(paths["val_ann"], paths["val_images"], w / h,
+                                      det_file=paths["val_det"])
+    fidelity_crops = convert_lib.calibration_crops(
+        val_instances, cfg.input_size, fidelity_lib.DEFAULT_NUM_FIDELITY_CROPS, seed=1)
     exported = export_formats(tflite_dir, cfg.model, ["float32", "int8_ptq", "int8_qat"],
-                              float_model, qat_model, calib)
+                              float_model, qat_model, calib, fidelity_images=fidelity_crops,
+                              num_threads=opts.num_threads)
     timings["convert_s"] = time.time() - t
 
     t = time.time()
     print("== 4/4 float vs TFLite evaluation (LiteRT interpreter, CPU)", flush=True)
-    val_instances, _ = load_instances(paths["val_ann"], paths["val_images"], w / h,
-                                      det_file=paths["val_det"])
     reports, predictions, float_result = {}, {}, None
     for fmt in ("float32", "int8_qat", "int8_ptq"):
         rep = parity.evaluate_against_float(
@@ -95,11 +103,16 @@ def run(opts: MainJobOptions) -> dict:
     timings["total_s"] = time.time() - t_start
 
     float_stats, float_pred = float_result
-    qat_pred = predictions["int8_qat"]
+    shipped_fmt, reason = choose_int8(reports)
+    shipped_path = exported[shipped_fmt]["path"]
+    verdict, passed = parity_verdict(float_stats["AP"], reports[shipped_fmt]["candidate_ap"],
+                                     opts.max_ap_drop, shipped_path)
+    print(f"shipping {shipped_fmt}: {reason}\n{verdict}", flush=True)
+    int8_pred = predictions[shipped_fmt]
     pictures = {
-        "skeletons_int8_qat": visualization.skeleton_grid(
-            val_instances, qat_pred["coords"], qat_pred["scores"],
-            os.path.join(out, "skeletons_int8_qat.png")),
+        "skeletons_int8": visualization.skeleton_grid(
+            val_instances, int8_pred["coords"], int8_pred["scores"],
+            os.path.join(out, "skeletons_int8.png")),
         "skeletons_float": visualization.skeleton_grid(
             val_instances, float_pred["coords"], float_pred["scores"],
             os.path.join(out, "skeletons_float.png")),
@@ -116,8 +129,11 @@ def run(opts: MainJobOptions) -> dict:
         "int8_ptq_ap": reports["int8_ptq"]["candidate_ap"],
         "int8_qat_delta_points": reports["int8_qat"]["ap_delta_points"],
         "int8_ptq_delta_points": reports["int8_ptq"]["ap_delta_points"],
-        "int8_qat_within_tolerance": reports["int8_qat"]["ap_delta_points"]
-        >= -QAT_TOLERANCE_POINTS,
+        "shipped": {"format": shipped_fmt, "path": shipped_path, "reason": reason,
+                    "max_ap_drop_points": opts.max_ap_drop, "parity_passed": passed,
+                    "verdict": verdict},
+        "int8_qat_fidelity": exported["int8_qat"].get("fidelity"),
+        "qat_recipe": {"epochs": opts.qat_epochs, "learning_rate": qcfg.learning_rate},
         "float_stats": float_stats,
         "tflite": {fmt: {"path": e["path"], "size_bytes": e["audit"]["size_bytes"],
                          "audit_passed": e["audit"]["passed"],
@@ -131,10 +147,56 @@ def run(opts: MainJobOptions) -> dict:
     }
     write_json_atomic(os.path.join(out, "report.json"), report)
     write_bytes_atomic(os.path.join(out, "report.md"), render_markdown(report).encode())
+    if not passed:
+        raise parity_gate.ParityError(f"{verdict}; nothing shipped (report: "
+                                      f"{os.path.join(out, 'report.md')})")
     if opts.android_assets_dir:
-        copy_android_assets(exported["int8_qat"]["path"], opts.android_assets_dir)
+        export_android_assets(report, shipped_fmt, float_model, qat_model, calib,
+                              opts.android_assets_dir, tflite_dir)
     logging.info("main job done in %.0f s", timings["total_s"])
     return report
+
+
+def choose_int8(reports: dict[str, dict]) -> tuple[str, str]:
+    """Picks the int8 file to ship: the one whose AP is closer to (or above) the float
+    model's; when the two APs are within ``AP_TIE_POINTS``, the one whose keypoints are
+    closer to the float model's on the same crops.
+
+    Args:
+        reports: parity reports (``parity.evaluate_against_float``) keyed by format, with
+            both ``INT8_FORMATS``.
+
+    Returns:
+        (format, the reason in words, with the measured numbers).
+    """
+    qat, ptq = (reports[f] for f in INT8_FORMATS)
+    diff = qat["ap_delta_points"] - ptq["ap_delta_points"]
+    aps = (f"AP {100 * qat['candidate_ap']:.2f} (int8_qat) vs {100 * ptq['candidate_ap']:.2f} "
+           f"(int8_ptq), float {100 * qat['reference_ap']:.2f}")
+    if abs(diff) > AP_TIE_POINTS:
+        best = INT8_FORMATS[0] if diff > 0 else INT8_FORMATS[1]
+        return best, f"{aps}: {best} is {abs(diff):.2f} AP points better"
+    errors = {f: reports[f]["mean_keypoint_error_px"] for f in INT8_FORMATS}
+    best = min(INT8_FORMATS, key=lambda f: errors[f])
+    return best, (f"{aps}: within {AP_TIE_POINTS} points, so the keypoint error against the "
+                  f"float model decides: {errors['int8_qat']:.3f} px (int8_qat) vs "
+                  f"{errors['int8_ptq']:.3f} px (int8_ptq)")
+
+
+def parity_verdict(float_ap: float, int8_ap: float, max_ap_drop: float,
+                   path: str) -> tuple[str, bool]:
+    """(verdict line naming both APs, passed) of the shipped file against the budget."""
+    try:
+        return parity_gate.check_ap_drop(float_ap, int8_ap, max_ap_drop, path), True
+    except parity_gate.ParityError as e:
+        return str(e), False
+
+
+def _fidelity_line(fid: dict | None) -> str:
+    if not fid:
+        return ""
+    return "Keras QAT model vs its int8 file, same crops: " + fidelity_lib.format_fidelity(
+        "int8_qat", fid).split(": ", 1)[1]
 
 
 def render_markdown(report: dict) -> str:
@@ -153,7 +215,13 @@ COCO keypoint AP from pycocotools.
 
 {rows}
 
-int8 QAT within {QAT_TOLERANCE_POINTS} AP point of float: **{report['int8_qat_within_tolerance']}**
+## Shipped int8 file: {report['shipped']['format']}
+
+{report['shipped']['reason']}.
+
+{report['shipped']['verdict']}
+
+{_fidelity_line(report.get('int8_qat_fidelity'))}
 
 ## Files
 
@@ -168,7 +236,7 @@ evaluation {t['evaluate_s']}, total {t['total_s']}
 
 ## Pictures
 
-![int8 QAT predictions](skeletons_int8_qat.png)
+![shipped int8 predictions](skeletons_int8.png)
 
 ![float predictions](skeletons_float.png)
 
@@ -176,11 +244,16 @@ evaluation {t['evaluate_s']}, total {t['total_s']}
 """
 
 
-def copy_android_assets(tflite_path: str, assets_dir: str) -> None:
-    """Copies the int8 model and its metadata where the Android demo picks them up."""
-    os.makedirs(assets_dir, exist_ok=True)
-    for src, name in ((tflite_path, "fasterpose_int8.tflite"),
-                      (os.path.splitext(tflite_path)[0] + ".json", "fasterpose_int8.json")):
-        tmp = os.path.join(assets_dir, "." + name + ".tmp")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, os.path.join(assets_dir, name))
+def export_android_assets(report: dict, shipped_fmt: str, float_model, qat_model, calib,
+                          assets_dir: str, work_dir: str) -> dict:
+    """Exports the Android drop-in (in-graph decoding) of the shipped int8 body with its model
+    card (AP and parity from ``report``) into ``assets_dir``."""
+    from fptflite.serving import android
+
+    int8 = shipped_fmt.removeprefix("int8_")
+    body = qat_model if int8 == "qat" else float_model
+    measured = android.measured_from_report(report, int8)
+    if int8 == "qat":
+        measured["qat_model"] = report["qat_model"]
+    return android.export_android(body, int8, assets_dir, calib, report["float_model"],
+                                  work_dir, measured)
