@@ -288,7 +288,7 @@ def run(out_dir: str, budget_minutes: float = 30.0, s: Settings = Settings(),
     os.makedirs(out_dir, exist_ok=True)
     data = prepare_data(out_dir, s)
     steps = pipeline.steps_per_epoch(len(data.train), s.batch_size)
-    costs = None
+    costs, epochs_from = None, "flag" if epochs else "budget"
     if epochs is None:
         costs = calibrate(data, s)
         epochs = choose_epochs(budget_minutes * 60 - (time.perf_counter() - start), costs,
@@ -304,7 +304,8 @@ def run(out_dir: str, budget_minutes: float = 30.0, s: Settings = Settings(),
         rows.append(row)
         log(f"  {v.name}: int8 AP {row['int8_ap']:.4f}, {row['int8_ms']:.2f} ms")
         keras.backend.clear_session()
-    result = {"variants": rows, "epochs": epochs, "budget_minutes": budget_minutes,
+    result = {"variants": rows, "epochs": epochs, "epochs_from": epochs_from,
+              "budget_minutes": budget_minutes,
               "total_s": round(time.perf_counter() - start, 1), "calibration": costs,
               "settings": {**dataclasses.asdict(s), "num_train_persons": len(data.train),
                            "num_val_persons": len(data.val), "steps_per_epoch": steps}}
