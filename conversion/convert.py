@@ -19,8 +19,10 @@ from absl import app, flags, logging
 
 import fptflite  # noqa: F401  (selects tf_keras before TensorFlow loads)
 from fptflite.data.coco import load_instances
+from fptflite.evaluation import defaults as eval_defaults
 from fptflite.tasks import trainer
 from fptflite.tflite import convert as convert_lib
+from fptflite.tflite import metadata
 from fptflite.tflite.export import export_formats
 
 _MODEL = flags.DEFINE_string("model", None, "Float training dir or float .keras file.")
@@ -61,6 +63,20 @@ def _missing_qat(qat_path: str | None) -> str | None:
     return None
 
 
+def _record_eval_settings(exported: dict, float_path: str) -> None:
+    """Adds the training config's evaluation settings (flip test, decoder) to each sidecar,
+    so conversion.evaluate_tflite scores the file as the run scored its float model."""
+    cfg, cfg_path = eval_defaults.find_config(float_path)
+    if cfg is None:
+        return
+    for entry in exported.values():
+        meta = metadata.read_metadata(entry["path"])
+        if meta is not None:
+            meta["evaluation"] = {"flip_test": cfg.eval_flip_test, "decode": cfg.eval_decode,
+                                  "from": cfg_path}
+            metadata.write_metadata(entry["path"], meta)
+
+
 def main(argv):
     del argv
     formats = list(_FORMATS.value)
@@ -92,8 +108,9 @@ def main(argv):
         h, w = (int(d) for d in float_model.input_shape[1:3])
         instances, _ = load_instances(ann, images, w / h)
         calib = convert_lib.calibration_crops(instances, (h, w), _NUM_CALIB.value)
-    export_formats(_OUT.value, _NAME.value or float_model.name, formats, float_model, qat_model,
-                   calib, _IN_TYPE.value, _OUT_TYPE.value)
+    exported = export_formats(_OUT.value, _NAME.value or float_model.name, formats, float_model,
+                              qat_model, calib, _IN_TYPE.value, _OUT_TYPE.value)
+    _record_eval_settings(exported, float_path)
     print(f"converted: {', '.join(formats)}")
     for fmt, reason in skipped.items():
         print(f"skipped {fmt}: {reason}")

@@ -223,3 +223,33 @@ def test_corrupt_image_during_calibration_names_file_and_record(synthetic_data, 
     inst[-1].image_path = str(bad)
     with pytest.raises(coco.DataError, match=rf"broken.jpg.*annotation {inst[-1].ann_id}"):
         convert_lib.calibration_crops(inst, (64, 48), num=len(inst))
+
+
+def test_eval_settings_come_from_the_model_config(tmp_path):
+    """Flags win; else a .tflite sidecar's "evaluation" section; else the run's config.json
+    (model dir, or the folder of a model file); else TrainConfig's defaults."""
+    import dataclasses
+
+    from fptflite.evaluation import defaults
+    from fptflite.tasks.configs import TrainConfig
+
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = dataclasses.replace(TrainConfig(), eval_flip_test=False, eval_decode="quarter",
+                              eval_batch_size=16)
+    (run / "config.json").write_text(json.dumps(cfg.to_dict()))
+    for path in (str(run), str(run / "best.keras")):
+        s = defaults.resolve(None, None, None, [path])
+        assert (s.flip_test, s.decode, s.batch_size) == (False, "quarter", 16)
+        assert s.source.endswith("config.json")
+    s = defaults.resolve(True, "argmax", 8, [str(run)])
+    assert (s.flip_test, s.decode, s.batch_size) == (True, "argmax", 8)
+    tfl = tmp_path / "m.tflite"
+    (tmp_path / "m.json").write_text(json.dumps({"evaluation": {"flip_test": True,
+                                                                "decode": "argmax"}}))
+    s = defaults.resolve(None, None, None, [str(run)], str(tfl))
+    assert (s.flip_test, s.decode) == (True, "argmax")
+    s = defaults.resolve(None, None, None, [str(tmp_path / "elsewhere")])
+    d = TrainConfig()
+    assert (s.flip_test, s.decode, s.batch_size) == (d.eval_flip_test, d.eval_decode,
+                                                     d.eval_batch_size)
