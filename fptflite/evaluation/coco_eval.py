@@ -24,10 +24,8 @@ from fptflite.utils.io import atomic_path, write_json_atomic
 from fptflite.utils.progress import ProgressCounter
 
 Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
-STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
-
-
 BatchCallback = Callable[[np.ndarray, Mapping[str, np.ndarray]], None]
+STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
 
 
 def predict_heatmaps(predictor: Predictor, images: np.ndarray, indices: np.ndarray,
