@@ -1,4 +1,5 @@
-"""Training: strict configs, kill -9 resume equality, multi-worker replicas, bad images."""
+"""Training: strict configs, bit-exact kill -9 resume on 2 replicas, multi-worker equals one
+process, every person once per epoch on 1-3 replicas, bad images."""
 
 import json
 import os
@@ -12,10 +13,14 @@ import tf_keras as keras
 
 from fptflite.tasks import configs, trainer
 
+MULTI_WORKER_ATOL = 0.0  # measured: bit-identical (a sum of two replicas is exact either way)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--config=demo", "--set=model=fasterpose_mnv2_035", "--set=input_size=[64,64]",
-        "--batch_size=8", "--epochs=2", "--set=checkpoint_every_steps=2",
-        "--set=eval_every_epochs=0", "--set=eval_flip_test=false", "--deterministic"]
+        "--set=neck_channels=16", "--batch_size=8", "--epochs=2",
+        "--set=checkpoint_every_steps=3", "--set=eval_every_epochs=0",
+        "--set=eval_flip_test=false", "--deterministic"]
+# Global batch 8 = 2 replicas x 4 (MirroredStrategy on 2 logical CPUs or 2 workers).
+TWO_REPLICAS = ["--batch_size=4", "--set=steps_per_loop=1"]
 
 
 def _train_cli(data_dir, model_dir, *extra, check=True):
@@ -50,24 +55,36 @@ def test_config_overrides_are_strict():
     assert configs.get_config("simplebaseline_r50_coco_256x192").head == "simplebaseline"
 
 
+@pytest.fixture(scope="module")
+def mirrored_run(synthetic_data, tmp_path_factory):
+    """An uninterrupted run on MirroredStrategy over 2 logical CPUs, one step per loop."""
+    model_dir = tmp_path_factory.mktemp("mirrored") / "model"
+    out = _train_cli(synthetic_data["root"], model_dir, "--strategy=mirrored",
+                     "--cpu_replicas=2", *TWO_REPLICAS)
+    assert "2 replicas on 1 workers, global batch 8, 9 steps/epoch" in out.stderr
+    return model_dir
+
+
 @pytest.mark.slow
-def test_kill9_mid_epoch_resumes_to_identical_weights(synthetic_data, tmp_path):
-    reference = tmp_path / "uninterrupted"
-    out = _train_cli(synthetic_data["root"], reference)
-    assert (reference / "config.json").is_file() and (reference / "tensorboard").is_dir()
+def test_kill9_mid_epoch_on_2_replicas_resumes_bit_identical(synthetic_data, mirrored_run,
+                                                             tmp_path):
+    assert (mirrored_run / "config.json").is_file() and (mirrored_run / "tensorboard").is_dir()
     crashed = tmp_path / "crashed"
-    out = _train_cli(synthetic_data["root"], crashed, "--kill_after_steps=13", check=False)
-    assert out.returncode == -9  # SIGKILL: no cleanup ran
+    # 4 steps per tf.function call: loops stop at checkpoint steps and at the kill step.
+    args = ["--strategy=mirrored", "--cpu_replicas=2", "--batch_size=4",
+            "--set=steps_per_loop=4"]
+    out = _train_cli(synthetic_data["root"], crashed, *args, "--kill_after_steps=13",
+                     check=False)
+    assert out.returncode == -9, out.stderr[-3000:]  # SIGKILL: no cleanup ran
     assert not (crashed / "final.keras").exists()
-    out = _train_cli(synthetic_data["root"], crashed)
-    log = out.stderr + out.stdout
-    # 9 steps/epoch, checkpoints every 2 steps: the kill after global step 13 comes before
-    # that step's checkpoint, so the run resumes from ckpt-11 = epoch index 1, step 2.
-    assert "ckpt-11: epoch 1, step 2 of 9" in log, log[-3000:]
-    for a, b in zip(_weights(reference), _weights(crashed), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    out = _train_cli(synthetic_data["root"], crashed, *args)
+    # 74 persons / global batch 8 = 9 steps/epoch; checkpoints every 3 steps inside an epoch
+    # and at its end: the kill after global step 13 resumes from ckpt-12 = epoch 1, step 3.
+    assert "ckpt-12: epoch 1, step 3 of 9" in out.stderr, out.stderr[-3000:]
+    for a, b in zip(_weights(mirrored_run), _weights(crashed), strict=True):
+        np.testing.assert_array_equal(a, b)  # bit-identical, and steps_per_loop 4 == 1
     # A finished run re-run with the same command trains nothing more.
-    out = _train_cli(synthetic_data["root"], crashed)
+    out = _train_cli(synthetic_data["root"], crashed, *args)
     assert "Epoch" not in out.stdout
 
 
@@ -86,7 +103,10 @@ def _free_port():
 
 
 @pytest.mark.slow
-def test_multi_worker_replicas_end_identical(synthetic_data, tmp_path):
+def test_two_workers_match_one_process_with_two_replicas(synthetic_data, mirrored_run,
+                                                         tmp_path):
+    """2 workers x batch 4 (MultiWorkerMirroredStrategy on 127.0.0.1) train on the same
+    global batches as 1 process x 2 logical CPUs x batch 4, so the weights must agree."""
     ports = [_free_port(), _free_port()]
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     procs = []
@@ -94,19 +114,39 @@ def test_multi_worker_replicas_end_identical(synthetic_data, tmp_path):
         env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster,
                                                      "task": {"type": "worker", "index": i}}))
         procs.append(subprocess.Popen(
-            [sys.executable, os.path.join(REPO, "tests", "helpers", "multiworker_train.py"),
-             synthetic_data["root"], str(tmp_path / "model"), str(tmp_path / f"w{i}.npz")],
+            [sys.executable, "-m", "training.train", f"--data_dir={synthetic_data['root']}",
+             f"--model_dir={tmp_path / 'model'}", *TINY, *TWO_REPLICAS,
+             "--strategy=multi_worker"],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     for p in procs:
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err[-3000:]
-    w0, w1 = np.load(tmp_path / "w0.npz"), np.load(tmp_path / "w1.npz")
-    assert len(w0.files) == len(w1.files) > 100
-    for k in w0.files:
-        np.testing.assert_array_equal(w0[k], w1[k])
-    init = keras.models.load_model(str(tmp_path / "model" / "final.keras"), compile=False)
-    np.testing.assert_array_equal(init.weights[1].numpy(), w0["arr_1"])  # chief exported it
+    assert "2 replicas on 2 workers, global batch 8, 9 steps/epoch" in err
     assert not any(n.startswith(".worker") for n in os.listdir(tmp_path / "model"))
+    single, multi = _weights(mirrored_run), _weights(tmp_path / "model")  # chief's export
+    assert len(single) == len(multi) > 100
+    for a, b in zip(single, multi, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=MULTI_WORKER_ATOL)
+
+
+@pytest.mark.slow
+def test_every_person_once_per_epoch_on_1_2_3_replicas(synthetic_data, tmp_path):
+    out = subprocess.run(
+        [sys.executable, os.path.join(REPO, "benchmarks", "data_order.py"),
+         f"--data_dir={synthetic_data['root']}", "--replicas=1,2,3", "--batch_size=4",
+         "--epochs=2", f"--json_out={tmp_path / 'rows.json'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert {(r["source"], r["replicas"]) for r in rows} == {
+        (s, n) for s in ("image files", "tfrecords") for n in (1, 2, 3)}
+    for r in rows:
+        n, b = r["replicas"], 4
+        assert r["steps"] == r["persons"] // (n * b), r
+        assert r["used"] == r["distinct"] == r["steps"] * n * b, r  # nobody twice
+        assert r["unknown"] == 0 and r["per_replica"] == [r["steps"] * b] * n, r
+        assert r["dropped"] == r["persons"] % (n * b), r  # the documented remainder only
+        assert r["leftover_batches"] == 0, r  # nothing leaks into the next epoch
 
 
 def test_corrupt_training_image_is_named_or_skipped(synthetic_data, tmp_path):

@@ -4,7 +4,8 @@
     python -m training.prepare_coco --ann_file=A --image_dir=I --input_size=256x192 --out_dir=DIR
 
 Then train with --set=data.tfrecord_dir=DIR. Each record is one person's reachable image
-region (see fptflite/data/tfrecords.py); the pipeline shards the files across workers.
+region (see fptflite/data/tfrecords.py); every epoch the pipeline deals the records to the
+workers in equal parts (fptflite.data.pipeline.tfrecord_epoch_plan).
 """
 
 import sys
