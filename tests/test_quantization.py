@@ -187,7 +187,7 @@ def test_bad_input_names_file_and_problem(tiny, tmp_path):
         fidelity.model_fidelity(tiny["qat"], tiny["files"]["int8_qat"], tiny["eval"][:0])
     with pytest.raises(ValueError, match=r"q\.h5 is a QAT model; the quantization debugger"):
         debug.make_debugger(tiny["qat"], tiny["calib"], qat_path)
-    with pytest.raises(ValueError, match=r"calibration set is empty: the debugger of f\.keras"):
+    with pytest.raises(ValueError, match=r"calibration set is empty: the debugger of \S*f\.keras"):
         debug.make_debugger(tiny["float"], tiny["calib"][:0], float_path)
     inp = keras.Input((4, 4, 3))
     identity = keras.Model(inp, keras.layers.Activation("linear")(inp))

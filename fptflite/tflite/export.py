@@ -74,8 +74,8 @@ def export_formats(
             print(fidelity_lib.format_fidelity("Keras QAT model vs " + os.path.basename(path),
                                                fid), flush=True)
             if not fid["passed"]:
-                logging.warning("%s does not reproduce its Keras QAT model: QAT did not train "
-                                "against what ships (see %s)", path,
+                logging.warning("%s differs from its Keras QAT model beyond the fidelity "
+                                "thresholds (see %s)", path,
                                 os.path.splitext(path)[0] + ".fidelity.json")
         if not report["passed"]:
             raise ValueError(f"{path} failed its op audit: {report['problems']}")
