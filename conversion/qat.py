@@ -1,10 +1,11 @@
 """Quantization-aware fine-tuning of a trained float model.
 
-    python -m conversion.qat --model_dir=FLOAT_DIR [--qat_dir=FLOAT_DIR/qat] [--epochs=3]
+    python -m conversion.qat --model_dir=FLOAT_DIR [--qat_dir=FLOAT_DIR/qat] [--epochs=1]
 
 Takes the float run's resolved config, initialises from its best export (the float weights
-are verified to have reached the QAT model), wraps it with tfmot and fine-tunes with the same
-data pipeline, checkpoints and resume. Re-running the command resumes.
+are verified to have reached the QAT model), wraps it with tfmot the way the converter will
+quantize it (activation ranges calibrated on eval crops of the training set) and fine-tunes
+with the same data pipeline, checkpoints and resume. Re-running the command resumes.
 """
 
 import os
@@ -19,8 +20,9 @@ _MODEL_DIR = flags.DEFINE_string("model_dir", None, "The float training dir.")
 _QAT_DIR = flags.DEFINE_string("qat_dir", None, "Where QAT runs (default MODEL_DIR/qat).")
 _INIT = flags.DEFINE_string("init_from", None, "Float .keras to start from (default: the "
                             "training dir's best export).")
-_EPOCHS = flags.DEFINE_integer("epochs", 3, "QAT epochs.")
-_LR = flags.DEFINE_float("learning_rate", None, "Peak learning rate (default: 1/10 of the "
+_EPOCHS = flags.DEFINE_integer("epochs", 1, "QAT epochs (>= 1; the main job's default of 0 "
+                               "epochs is calibration only).")
+_LR = flags.DEFINE_float("learning_rate", None, "Peak learning rate (default: 1/100 of the "
                          "float run's).")
 _SET = flags.DEFINE_multi_string("set", [], "More config overrides key=value.")
 _STRATEGY = flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
