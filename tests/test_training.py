@@ -13,7 +13,8 @@ import tf_keras as keras
 
 from fptflite.tasks import configs, trainer
 
-MULTI_WORKER_ATOL = 0.0  # measured: bit-identical (a sum of two replicas is exact either way)
+MULTI_WORKER_ATOL = 0.0  # expected bit-identical (a sum of two replicas is exact in either
+# order); not yet measured: the first run waited on the shared CPU lock
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--config=demo", "--set=model=fasterpose_mnv2_035", "--set=input_size=[64,64]",
         "--set=neck_channels=16", "--batch_size=8", "--epochs=2",
