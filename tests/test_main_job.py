@@ -18,7 +18,8 @@ FIT_OVERRIDES = (
     "eval_flip_test=false", "augment.scale_factor=0.0", "augment.rotation_prob=0.0",
     "augment.flip=false", "augment.half_body_prob=0.0")
 # 11 persons make AP coarse (one keypoint crossing an OKS threshold moves it by ~1 point).
-# Measured on a 30-epoch fit: float 28.84, int8_qat 28.86, int8_ptq 26.71.
+# Measured (80 epochs, 2:07 for the test): float AP 80.5, int8_qat 81.5, int8_ptq 80.5; Keras
+# QAT vs int8_qat corr 0.99988, shift 0.076 px; the broken file: AP 39.4, corr 0.817.
 TEST_MAX_AP_DROP = 2.0
 
 
@@ -91,8 +92,8 @@ def test_main_job_end_to_end(fit_data, tmp_path):
     assert on_disk[f"{on_disk['shipped']['format']}_ap"] == best
     # The Keras QAT simulation is the file that ships (same crops).
     fid = on_disk["int8_qat_fidelity"]
-    # Measured 0.9999 and 0.12 px (30-epoch fit); int8 arithmetic rounds where the simulation
-    # does not, and DARK's sub-pixel step moves with single 1/256 steps.
+    # int8 arithmetic rounds where the simulation does not, and DARK's sub-pixel step moves
+    # with single 1/256 steps (0.12 px on a 30-epoch fit).
     assert fid["heatmap_correlation"] >= 0.999 and fid["mean_keypoint_shift_px"] <= 0.2
     shipped = on_disk["shipped"]
     assert shipped["parity_passed"] and shipped["format"] in ("int8_qat", "int8_ptq")
