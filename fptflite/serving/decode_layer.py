@@ -166,7 +166,11 @@ class HeatmapPeakDecode(keras.layers.Layer):
         oy = tf.clip_by_value(oy, -1.0, 1.0) * valid
         x_norm = (px + ox + 0.5) * (1.0 / w)
         y_norm = (py + oy + 0.5) * (1.0 / h)
-        parts = [tf.reshape(t, [-1, 1, k, 1]) for t in (y_norm, x_norm, peak)]
+        # The score leaves through a float DIV: a converter given a QAT body keeps MAX_POOL_2D
+        # in int8, and an int8 input to the final CONCATENATION would make it quantize the
+        # coordinates too (x * t / t equals x up to one float32 rounding).
+        score = peak * total / total
+        parts = [tf.reshape(t, [-1, 1, k, 1]) for t in (y_norm, x_norm, score)]
         return tf.concat(parts, axis=3)
 
     def compute_output_shape(self, input_shape):

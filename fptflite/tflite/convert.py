@@ -65,7 +65,7 @@ def convert(
     if fmt != "int8_qat" and quantized:
         raise ValueError(f"{fmt} needs the float model, but {model.name} is a QAT model")
     if fmt == "int8_qat":
-        with _distinct_uniform_biases(model):
+        with distinct_uniform_biases(model):
             return _converter(model, fmt, calibration_images, input_type, output_type).convert()
     return _converter(model, fmt, calibration_images, input_type, output_type).convert()
 
@@ -100,7 +100,7 @@ _BIAS_SPREAD_ULPS = 4
 
 
 @contextlib.contextmanager
-def _distinct_uniform_biases(model: keras.Model) -> Iterator[list[str]]:
+def distinct_uniform_biases(model: keras.Model) -> Iterator[list[str]]:
     """Temporarily spreads every all-equal bias vector of ``model`` by a few ulps."""
     changed: list[tuple[tf.Variable, np.ndarray]] = []
     for var in model.trainable_weights:
