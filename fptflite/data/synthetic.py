@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from typing import Any
 
 import cv2
@@ -276,7 +277,8 @@ def is_complete(out_dir: str) -> bool:
     return os.path.isfile(os.path.join(out_dir, COMPLETION_MARKER))
 
 
-def _main() -> None:
+def run_cli(generate: Callable[[str, int, int, int], dict]) -> None:
+    """The command line of a synthetic generator: ``--out_dir --num_train --num_val --seed``."""
     from absl import app, flags
 
     out_dir = flags.DEFINE_string("out_dir", None, "Output folder.", required=True)
@@ -286,7 +288,7 @@ def _main() -> None:
 
     def main(argv):
         del argv
-        paths = generate_dataset(out_dir.value, num_train.value, num_val.value, seed.value)
+        paths = generate(out_dir.value, num_train.value, num_val.value, seed.value)
         for k, v in paths.items():
             print(f"{k:>12}: {v}")
 
@@ -294,4 +296,4 @@ def _main() -> None:
 
 
 if __name__ == "__main__":
-    _main()
+    run_cli(generate_dataset)

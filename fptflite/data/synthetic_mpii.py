@@ -136,22 +136,5 @@ def generate_dataset(out_dir: str, num_train: int, num_val: int, seed: int = 0
     return paths
 
 
-def _main() -> None:
-    from absl import app, flags
-
-    out_dir = flags.DEFINE_string("out_dir", None, "Output folder.", required=True)
-    num_train = flags.DEFINE_integer("num_train", 1200, "Training images.")
-    num_val = flags.DEFINE_integer("num_val", 150, "Validation images.")
-    seed = flags.DEFINE_integer("seed", 0, "Random seed (same seed, same files).")
-
-    def main(argv):
-        del argv
-        paths = generate_dataset(out_dir.value, num_train.value, num_val.value, seed.value)
-        for k, v in paths.items():
-            print(f"{k:>12}: {v}")
-
-    app.run(main)
-
-
 if __name__ == "__main__":
-    _main()
+    synthetic.run_cli(generate_dataset)

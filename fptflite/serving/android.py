@@ -200,12 +200,7 @@ def audit_dropin(path: str) -> dict:
 
 
 def format_dropin_audit(report: dict) -> str:
-    ops = ", ".join(f"{k} x{v}" for k, v in report["ops"].items())
-    status = "PASS" if report["passed"] else "FAIL: " + "; ".join(report["problems"])
-    return (f"{report['file']} ({report['size_bytes'] / 1e6:.2f} MB): {status}\n"
-            f"  input {report['input']['dtype']} {report['input']['shape']}, output "
-            f"{report['output']['dtype']} {report['output']['shape']}\n"
-            f"  ops ({report['num_ops']}): {ops}\n"
+    return (audit_lib.format_audit_header(report) + "\n"
             f"  in-graph decode (float) ops: {', '.join(report['decode_ops'])}\n"
             f"  forbidden ops: {report['forbidden_ops'] or 'none'}\n"
             f"  TFLite analyzer GPU report: {report['gpu_compatibility']}")

@@ -100,13 +100,18 @@ def audit(model_path: str, expect_int8: bool) -> dict:
     return report
 
 
-def format_audit(report: dict) -> str:
+def format_audit_header(report: dict) -> str:
+    """File, size, verdict, I/O and op counts of an audit report (three lines)."""
     ops = ", ".join(f"{k} x{v}" for k, v in report["ops"].items())
     status = "PASS" if report["passed"] else "FAIL: " + "; ".join(report["problems"])
     return (f"{report['file']} ({report['size_bytes'] / 1e6:.2f} MB): {status}\n"
             f"  input {report['input']['dtype']} {report['input']['shape']}, output "
             f"{report['output']['dtype']} {report['output']['shape']}\n"
-            f"  ops ({report['num_ops']}): {ops}\n"
+            f"  ops ({report['num_ops']}): {ops}")
+
+
+def format_audit(report: dict) -> str:
+    return (format_audit_header(report) + "\n"
             f"  DEPTH_TO_SPACE ops: {report['depth_to_space']}; Flex ops: "
             f"{len(report['flex_ops'])}; float compute ops: "
             f"{report['float_compute_ops'] or 'none'}\n"
