@@ -7,12 +7,14 @@ Its contract, read from the sample's ``ml/MoveNet.kt``: one uint8 input [1, S, S
 COCO keypoint, y and x in [0, 1] of the input square.
 
 The body (backbone + head + sigmoid) runs in int8; ``HeatmapPeakDecode`` runs in float after
-one DEQUANTIZE. QAT: the decode layer is appended to the QAT model without quantize
-annotations, so it has no fake-quant ranges and the converter (given no representative data)
-keeps it float. PTQ: the converter would calibrate and quantize every op, so the decode's
-tensors are removed from quantization with ``tf.lite.experimental.QuantizationDebugOptions
-(denylisted_nodes=...)`` and the uint8 input/float output interface is then set with TFLite's
-``modify_model_interface`` tool.
+the heatmap DEQUANTIZE (from a QAT body the converter keeps the whole-map MAX_POOL_2D in int8
+and dequantizes its result, which is exact). QAT: the decode layer is appended to the QAT
+model without quantize annotations, so it has no fake-quant ranges and the converter (given
+no representative data) keeps it float. PTQ: the converter would calibrate and quantize
+every op, so the decode's tensors are removed from quantization with
+``tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=...)``, and the uint8
+input / float32 output interface is then set by editing the flatbuffer
+(``fptflite.serving.tflite_interface``).
 """
 
 from __future__ import annotations
