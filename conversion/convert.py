@@ -18,7 +18,6 @@ import sys
 from absl import app, flags, logging
 
 import fptflite  # noqa: F401  (selects tf_keras before TensorFlow loads)
-from fptflite.data.coco import load_instances
 from fptflite.evaluation import defaults as eval_defaults
 from fptflite.tasks import trainer
 from fptflite.tflite import convert as convert_lib
@@ -99,15 +98,10 @@ def main(argv):
         logging.warning("skipping %s: %s", fmt, reason)
     calib = None
     if any(f.startswith("int8") for f in formats):
-        ann, images = _CALIB_ANN.value, _CALIB_IMG.value
-        if not ann and os.path.isdir(_MODEL.value):
-            paths = trainer.load_config(_MODEL.value).data.paths()
-            ann, images = paths["train_ann"], paths["train_images"]
-        if not ann or not images:
-            raise app.UsageError("int8 formats need --calib_ann_file and --calib_image_dir")
-        h, w = (int(d) for d in float_model.input_shape[1:3])
-        instances, _ = load_instances(ann, images, w / h)
-        calib = convert_lib.calibration_crops(instances, (h, w), _NUM_CALIB.value)
+        cfg = trainer.load_config(_MODEL.value) if os.path.isdir(_MODEL.value) else None
+        calib = convert_lib.calibration_crops_from(
+            _CALIB_ANN.value, _CALIB_IMG.value, float_model.input_shape[1:3], _NUM_CALIB.value,
+            cfg)
     exported = export_formats(_OUT.value, _NAME.value or float_model.name, formats, float_model,
                               qat_model, calib, _IN_TYPE.value, _OUT_TYPE.value)
     _record_eval_settings(exported, float_path)

@@ -16,7 +16,6 @@ import sys
 from absl import app, flags
 
 import fptflite  # noqa: F401  (selects tf_keras before TensorFlow loads)
-from fptflite.data.coco import load_instances
 from fptflite.models.io import load_model
 from fptflite.serving import android
 from fptflite.tasks import trainer
@@ -60,15 +59,9 @@ def main(argv):
         body = load_model(_resolve(qat_path))
     else:
         body = float_model
-    ann, images = _CALIB_ANN.value, _CALIB_IMG.value
-    if not ann and os.path.isdir(_MODEL.value):
-        paths = trainer.load_config(_MODEL.value).data.paths()
-        ann, images = paths["train_ann"], paths["train_images"]
-    if not ann or not images:
-        raise app.UsageError("give --calib_ann_file and --calib_image_dir")
-    h, w = (int(d) for d in float_model.input_shape[1:3])
-    instances, _ = load_instances(ann, images, w / h)
-    calib = convert_lib.calibration_crops(instances, (h, w), _NUM_CALIB.value)
+    cfg = trainer.load_config(_MODEL.value) if os.path.isdir(_MODEL.value) else None
+    calib = convert_lib.calibration_crops_from(
+        _CALIB_ANN.value, _CALIB_IMG.value, float_model.input_shape[1:3], _NUM_CALIB.value, cfg)
     measured = _measured(_REPORT.value, _INT8.value) if _REPORT.value else \
         {"ap": None, "parity": None,
          "ap_note": "not measured here: pass --main_job_report (make demo fills it)"}

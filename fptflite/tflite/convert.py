@@ -155,6 +155,28 @@ def config_calibration_crops(cfg, num: int = DEFAULT_NUM_CALIBRATION,
     return calibration_crops(instances, cfg.input_size, num, seed)
 
 
+def calibration_crops_from(ann_file: str | None, image_dir: str | None,
+                           input_size: Sequence[int], num: int = DEFAULT_NUM_CALIBRATION,
+                           cfg=None) -> np.ndarray:
+    """Calibration crops [num, H, W, 3] from the given annotation file and image dir, or,
+    where none is given, from the training set of ``cfg`` (a training dir's config).
+
+    Raises:
+        ValueError: neither files nor a config to take them from.
+    """
+    from fptflite.data.coco import load_instances
+
+    if not ann_file and cfg is not None:
+        paths = cfg.data.paths()
+        ann_file, image_dir = paths["train_ann"], paths["train_images"]
+    if not ann_file or not image_dir:
+        raise ValueError("int8 conversion needs calibration data: give --calib_ann_file and "
+                         "--calib_image_dir, or a training dir as --model")
+    h, w = (int(v) for v in input_size)
+    instances, _ = load_instances(ann_file, image_dir, w / h)
+    return calibration_crops(instances, (h, w), num)
+
+
 def load_for_format(path: str, fmt: str) -> keras.Model:
     """Loads the Keras model a format converts from, checking that it is the right kind.
 
