@@ -313,3 +313,19 @@ def test_half_body_box_by_hand():
     center, _ = pipeline._half_body(tf.constant(kps), tf.zeros(2), tf.ones(2), 0.75,
                                     tf.constant(0.9))  # lower body
     np.testing.assert_allclose(center.numpy(), [300, 400])
+
+
+def test_atomic_writes_replace_whole_files_with_normal_permissions(tmp_path):
+    from fptflite.utils import io as io_lib
+
+    path = tmp_path / "out.json"
+    io_lib.write_json_atomic(str(path), {"a": 1})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # as open() would, not mkstemp's 0600
+    with pytest.raises(RuntimeError), io_lib.atomic_path(str(path)) as tmp:
+        with open(tmp, "w") as f:
+            f.write("half")
+        raise RuntimeError("killed mid-write")
+    assert json.loads(path.read_text()) == {"a": 1}  # the old file is intact
+    assert os.listdir(tmp_path) == ["out.json"]  # and no temporary file is left
