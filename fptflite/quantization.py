@@ -311,7 +311,8 @@ def calibrate_ranges(qat: keras.Model, float_model: keras.Model, images: np.ndar
     quantizer is per channel). Fixed quantizers (the sigmoid's output) have no variables.
 
     Returns:
-        Counts of the ranges set: {"activations": n, "weights": n, "inputs": n}.
+        Counts of the ranges set: {"activations": n, "weights": n, "inputs": n,
+        "bias_fitted_layers": n (weight ranges widened by ``fit_biases_to_int32``)}.
 
     Raises:
         ValueError: an empty calibration set, or a range variable whose layer has no float
@@ -358,9 +359,121 @@ def calibrate_ranges(qat: keras.Model, float_model: keras.Model, images: np.ndar
         lo_var.assign(lo)
         hi_var.assign(hi)
         counts["activations"] += 1
+    counts["bias_fitted_layers"] = len(fit_biases_to_int32(qat))
     logging.info("QAT ranges from %d calibration crops: %d activations, %d weights, %d inputs",
                  len(images), counts["activations"], counts["weights"], counts["inputs"])
     return counts
+
+
+# TFLite stores a conv's bias in int32 with scale input_scale * weight_scale[c]. Its
+# post-training quantizer keeps every bias within the middle half of int32 by widening that
+# channel's weight scale (tensorflow/lite/tools/optimize/quantization_utils.cc,
+# AdjustWeightsForBiasScale). An int8_qat file takes its weight scales from the QAT model's
+# fake-quant ranges as they are, and the converter saturates a bias that does not fit
+# (measured on a random-weight fasterpose_mnv2: its stride-32 features span [0, 1.7e-4], so
+# the head's prior bias -4.8 needed -3.4e11 steps and became -2**31 steps = -0.04:
+# heatmaps 0.49 in the file, 0.008 in Keras). ``fit_biases_to_int32`` applies TFLite's rule
+# to the QAT weight ranges, so that the Keras QAT model computes what the file computes.
+INT32_MAX = 2**31 - 1
+BIAS_INT32_HEADROOM = 0.5
+
+
+def _inbound_names(qat: keras.Model) -> dict[str, list[str]]:
+    """Layer name -> names of the layers feeding it (the functional graph of ``qat``)."""
+    return {cfg["name"]: [inbound[0] for node in cfg["inbound_nodes"] for inbound in node]
+            for cfg in qat.get_config()["layers"]}
+
+
+def _input_scale(qat: keras.Model, name: str, inbound: dict[str, list[str]]) -> float | None:
+    """The int8 scale of the tensor feeding layer ``name``: the range of the nearest
+    fake-quant upstream, through layers that pass their input's quantization on
+    (padding, DEPTH_TO_SPACE). None where the input has no single quantized producer."""
+    sources = inbound.get(name, [])
+    while len(sources) == 1:
+        producer = qat.get_layer(sources[0])
+        ranges = _range_vars(producer)
+        if type(producer).__name__ == "QuantizeLayer" and ranges:
+            lo_var, hi_var = next(iter(ranges.values()))
+        elif "output" in ranges:
+            lo_var, hi_var = ranges["output"]
+        else:
+            sources = inbound.get(producer.name, [])
+            continue
+        return (float(hi_var.numpy()) - float(lo_var.numpy())) / 255.0
+    return None
+
+
+def _bn_fold(qat: keras.Model, name: str, inbound: dict[str, list[str]],
+             channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """(multiplier, offset) per output channel that folding a BatchNormalization consuming
+    layer ``name`` applies to the conv (w' = w * m, b' = b * m + offset); (1, 0) without BN."""
+    consumers = [n for n, srcs in inbound.items() if name in srcs]
+    if len(consumers) == 1:
+        bn = getattr(qat.get_layer(consumers[0]), "layer", None)
+        if isinstance(bn, keras.layers.BatchNormalization):
+            gamma = bn.gamma.numpy() if bn.scale else np.ones(channels, np.float32)
+            beta = bn.beta.numpy() if bn.center else np.zeros(channels, np.float32)
+            mult = gamma / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
+            return mult, beta - bn.moving_mean.numpy() * mult
+    return np.ones(channels, np.float32), np.zeros(channels, np.float32)
+
+
+def fit_biases_to_int32(qat: keras.Model) -> list[dict]:
+    """Widens conv weight ranges wherever the int8 file's int32 bias would not fit.
+
+    For each quantized Conv2D / DepthwiseConv2D / Dense, with its bias as the converter
+    folds it (BatchNormalization included), channel c needs
+    |b'[c]| <= BIAS_INT32_HEADROOM * INT32_MAX * input_scale * weight_scale'[c]; where it
+    does not, that channel's fake-quant range grows to the smallest range that fits
+    (TFLite's post-training rule). The weights of such a channel then round to few (often
+    zero) steps in Keras and in the file alike: its output is the bias, which is what the
+    float model computes there anyway (the bias is >= 2**30 steps of ``w * x``).
+
+    Call it after the ranges are final (``calibrate_ranges`` and ``tflite.convert`` do): a
+    QAT training step resets kernel ranges to the kernel's own min/max.
+
+    Returns:
+        One dict per widened layer: {"layer", "channels" (how many), "max_factor" (range
+        growth), "input_scale"}; also logged as a warning.
+    """
+    inbound = _inbound_names(qat)
+    widened = []
+    for layer in qat.layers:
+        inner = getattr(layer, "layer", None)
+        if not isinstance(inner, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D,
+                                  keras.layers.Dense)):
+            continue
+        ranges = _range_vars(layer)
+        role = "depthwise_kernel" if "depthwise_kernel" in ranges else "kernel"
+        if role not in ranges:
+            continue
+        in_scale = _input_scale(qat, layer.name, inbound)
+        if not in_scale:
+            continue
+        lo_var, hi_var = ranges[role]
+        hi = np.abs(np.reshape(hi_var.numpy(), -1)).astype(np.float64)
+        channels = int(inner.bias.shape[0]) if inner.use_bias else None
+        mult, offset = _bn_fold(qat, layer.name, inbound, channels or hi.size)
+        bias = (inner.bias.numpy() if inner.use_bias else 0.0) * mult + offset
+        if hi.size == 1:  # per-tensor weights: one range for every channel
+            need = np.max(np.abs(bias) / np.maximum(np.abs(mult), 1e-30))
+        else:
+            need = np.abs(bias) / np.maximum(np.abs(mult), 1e-30)
+        need = 127.0 * need / (BIAS_INT32_HEADROOM * INT32_MAX * in_scale)
+        grow = need > hi
+        if not np.any(grow):
+            continue
+        new_hi = np.where(grow, need, hi).astype(np.float32)
+        hi_var.assign(np.reshape(new_hi, hi_var.shape))
+        lo_var.assign(np.reshape(-new_hi, lo_var.shape))
+        widened.append({"layer": inner.name, "channels": int(np.sum(grow)),
+                        "max_factor": float(np.max(need[grow] / np.maximum(hi[grow], 1e-30))),
+                        "input_scale": in_scale})
+        logging.warning("QAT layer %s: %d channel(s) of weight range widened up to %.3g x "
+                        "so that the int8 file's int32 bias fits (input scale %.3g: a "
+                        "collapsed activation range upstream)", inner.name, int(np.sum(grow)),
+                        widened[-1]["max_factor"], in_scale)
+    return widened
 
 
 def verify_float_weights(float_model: keras.Model, qat: keras.Model) -> int:

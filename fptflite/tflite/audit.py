@@ -52,6 +52,23 @@ def gpu_compatibility_report(model_path: str) -> str:
     return "\n".join(lines) if lines else "no GPU compatibility issues reported"
 
 
+def saturated_int32_biases(interpreter) -> list[str]:
+    """Names of the quantized int32 constant tensors (conv/FC biases) holding a value at the
+    int32 limit: the converter clamped a bias that needed more than 32 bits."""
+    names = []
+    for t in interpreter.get_tensor_details():
+        if t["dtype"] != np.int32 or not len(t["quantization_parameters"]["scales"]):
+            continue
+        try:
+            value = interpreter.get_tensor(t["index"])
+        except ValueError:  # not a constant (no data outside an invocation)
+            continue
+        if value.size and (value.max() >= np.iinfo(np.int32).max
+                           or value.min() <= np.iinfo(np.int32).min + 1):
+            names.append(t["name"])
+    return names
+
+
 def audit(model_path: str, expect_int8: bool) -> dict:
     """Audits one .tflite file.
 
@@ -75,6 +92,11 @@ def audit(model_path: str, expect_int8: bool) -> dict:
         if any(tensors[i]["dtype"] in _FLOAT_TYPES for i in ids):
             float_ops.append(op["op_name"])
     problems = []
+    saturated = saturated_int32_biases(interp)
+    if saturated:
+        problems.append("int32 biases saturated (a bias beyond int32 at input_scale * "
+                        f"weight_scale; the file computes another bias than the model): "
+                        f"{saturated[:5]}")
     if flex:
         problems.append(f"Flex/custom ops present: {flex}")
     if expect_int8 and float_ops:
@@ -89,6 +111,7 @@ def audit(model_path: str, expect_int8: bool) -> dict:
         "flex_ops": flex,
         "float_compute_ops": sorted(set(float_ops)),
         "depth_to_space": has_d2s,
+        "saturated_int32_biases": saturated,
         "input": {"shape": [int(d) for d in inp["shape"]], "dtype": inp["dtype"].__name__,
                   "quantization": [float(v) for v in inp["quantization"]]},
         "output": {"shape": [int(d) for d in out["shape"]], "dtype": out["dtype"].__name__,

@@ -46,7 +46,8 @@ def convert(
         fmt: one of ``FORMATS``.
         calibration_images: eval-preprocessed crops [N, H, W, 3] for int8 formats (PTQ
             calibrates on them; QAT keeps its trained ranges and the converter uses them only
-            where a tensor has none).
+            where a tensor has none). For int8_qat, weight ranges too narrow for an int32
+            bias are first widened in ``model`` itself (``quantization.fit_biases_to_int32``).
         input_type / output_type: "uint8", "int8" or "float32" (int8 formats only).
 
     Returns:
@@ -65,6 +66,8 @@ def convert(
     if fmt != "int8_qat" and quantized:
         raise ValueError(f"{fmt} needs the float model, but {model.name} is a QAT model")
     if fmt == "int8_qat":
+        # Persistent (not undone): the Keras QAT model must keep computing what the file does.
+        quantization.fit_biases_to_int32(model)
         with distinct_uniform_biases(model):
             return _converter(model, fmt, calibration_images, input_type, output_type).convert()
     return _converter(model, fmt, calibration_images, input_type, output_type).convert()

@@ -31,19 +31,63 @@ def compare_heatmaps(reference: np.ndarray, candidate: np.ndarray,
     Returns:
         {"heatmap_correlation" (mean Pearson r over the N*K maps), "mean_keypoint_shift_px"
         and "max_keypoint_shift_px" (decoded keypoints, crop pixels), "mean_abs_diff",
-        "num_crops"}.
+        "num_crops"}, plus ``shift_breakdown``'s figures.
     """
     if reference.shape != candidate.shape:
         raise ValueError(f"heatmap shapes differ: {reference.shape} vs {candidate.shape}")
     ref_xy, _ = decode_heatmaps(reference, decode)
     cand_xy, _ = decode_heatmaps(candidate, decode)
     shift = np.linalg.norm(cand_xy - ref_xy, axis=-1) * HEATMAP_STRIDE
-    return {
+    report = {
         "heatmap_correlation": heatmap_correlation(reference, candidate),
         "mean_keypoint_shift_px": float(shift.mean()),
         "max_keypoint_shift_px": float(shift.max()),
         "mean_abs_diff": float(np.abs(candidate - reference).mean()),
         "num_crops": int(reference.shape[0]),
+    }
+    report.update(shift_breakdown(reference, candidate, shift))
+    return report
+
+
+def shift_breakdown(reference: np.ndarray, candidate: np.ndarray, shift: np.ndarray,
+                    step: float = 1.0 / 256.0) -> dict[str, float]:
+    """Where a keypoint shift comes from (reported beside the mean, which stays the measure).
+
+    Args:
+        reference, candidate: heatmaps [N, h, w, K].
+        shift: keypoint shifts [N, K] in crop pixels.
+        step: one output quantization step (TFLite's int8 LOGISTIC: 1/256).
+
+    Returns:
+        {"median_keypoint_shift_px"; "peak_moved_fraction" (maps whose argmax pixel differs)
+        and "mean_shift_same_peak_px" (mean over the others: sub-pixel differences);
+        "ambiguous_peak_fraction" (reference maps with a pixel outside the peak's 3x3 within
+        one ``step`` of the peak: a rounding step can move the peak far) and
+        "mean_shift_unambiguous_px" (mean over the others); "constant_reference_maps"
+        (maps with a single value, whose correlation is undefined); "identical_pixel_fraction"}.
+    """
+    n, h, w, k = reference.shape
+    ref = reference.transpose(0, 3, 1, 2).reshape(n, k, h * w)
+    cand = candidate.transpose(0, 3, 1, 2).reshape(n, k, h * w)
+    peak = ref.argmax(-1)
+    moved = peak != cand.argmax(-1)
+    py, px = np.divmod(peak, w)
+    yy, xx = np.divmod(np.arange(h * w), w)
+    outside = (np.abs(yy - py[..., None]) > 1) | (np.abs(xx - px[..., None]) > 1)
+    rival = np.where(outside, ref, -np.inf).max(-1)
+    ambiguous = ref.max(-1) - rival <= step * (1 + 1e-3)
+
+    def mean(mask):
+        return float(shift[mask].mean()) if mask.any() else 0.0
+
+    return {
+        "median_keypoint_shift_px": float(np.median(shift)),
+        "peak_moved_fraction": float(moved.mean()),
+        "mean_shift_same_peak_px": mean(~moved),
+        "ambiguous_peak_fraction": float(ambiguous.mean()),
+        "mean_shift_unambiguous_px": mean(~ambiguous),
+        "constant_reference_maps": int(np.sum(ref.max(-1) == ref.min(-1))),
+        "identical_pixel_fraction": float(np.mean(candidate == reference)),
     }
 
 
@@ -87,8 +131,19 @@ def model_fidelity(model: keras.Model, tflite_path: str, crops: np.ndarray,
 
 def format_fidelity(label: str, report: dict) -> str:
     status = "PASS" if report.get("passed") else "FAIL"
-    return (f"{label}: heatmap corr {report['heatmap_correlation']:.5f}, mean keypoint shift "
+    text = (f"{label}: heatmap corr {report['heatmap_correlation']:.5f}, mean keypoint shift "
             f"{report['mean_keypoint_shift_px']:.3f} crop px (max "
             f"{report['max_keypoint_shift_px']:.2f}), mean |diff| {report['mean_abs_diff']:.5f} "
             f"on {report['num_crops']} crops: {status} (corr >= {MIN_HEATMAP_CORRELATION}, "
             f"shift <= {MAX_MEAN_KEYPOINT_SHIFT_PX} px)")
+    if "median_keypoint_shift_px" in report:
+        text += (f"\n  shift: median {report['median_keypoint_shift_px']:.3f} px; peak pixel "
+                 f"moved in {report['peak_moved_fraction']:.1%} of maps (mean over the rest "
+                 f"{report['mean_shift_same_peak_px']:.3f} px); ambiguous peaks "
+                 f"{report['ambiguous_peak_fraction']:.1%} (mean over the rest "
+                 f"{report['mean_shift_unambiguous_px']:.3f} px); identical pixels "
+                 f"{report['identical_pixel_fraction']:.1%}")
+        if report["constant_reference_maps"]:
+            text += (f"; {report['constant_reference_maps']} constant reference maps "
+                     "(correlation undefined there)")
+    return text
