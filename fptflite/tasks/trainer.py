@@ -3,7 +3,9 @@
 A custom loop rather than ``model.fit``: each epoch's data is a function of (seed, epoch,
 worker, replica) and every worker runs the same number of steps by construction, so a run
 killed mid-epoch resumes at the exact step of its last checkpoint (epoch, step, optimizer and
-schedule state restored) with no lost or repeated batches. Several optimizer steps run per
+schedule state restored) with no lost or repeated batches, and ends bit-identical to an
+uninterrupted run under op determinism (each checkpoint first syncs the replicas' BatchNorm
+statistics, see ``sync_replica_local_variables``). Several optimizer steps run per
 ``tf.function`` call (``steps_per_loop``); a call never crosses an epoch end, a checkpoint
 step or the fault-injection step, so the checkpoint and resume semantics do not depend on it.
 
