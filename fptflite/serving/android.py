@@ -7,8 +7,8 @@ Its contract, read from the sample's ``ml/MoveNet.kt``: one uint8 input [1, S, S
 COCO keypoint, y and x in [0, 1] of the input square.
 
 The body (backbone + head + sigmoid) runs in int8; ``HeatmapPeakDecode`` runs in float after
-the heatmap DEQUANTIZE (from a QAT body the converter keeps the whole-map MAX_POOL_2D in int8
-and dequantizes its result, which is exact). QAT: the decode layer is appended to the QAT
+the heatmap DEQUANTIZE (from a QAT body the converter keeps the row-maximum MAX_POOL_2D ops in
+int8 and dequantizes their result, which is exact). QAT: the decode layer is appended to the QAT
 model without quantize annotations, so it has no fake-quant ranges and the converter (given
 no representative data) keeps it float. PTQ: the converter would calibrate and quantize
 every op, so the decode's tensors are removed from quantization with
@@ -44,10 +44,9 @@ INT8_MODES = ("qat", "ptq")
 FORBIDDEN_OPS = frozenset({"ARG_MAX", "ARG_MIN", "GATHER", "GATHER_ND", "FLOOR_DIV",
                            "FLOOR_MOD", "CAST", "TOPK_V2", "CUSTOM"})
 # Float ops the in-graph decode may use (see decode_layer's docstring).
-DECODE_OPS = frozenset({"DEQUANTIZE", "MAX_POOL_2D", "RESIZE_BILINEAR", "SUB", "ADD", "MUL",
-                        "DIV", "RELU", "MAXIMUM", "MINIMUM", "DEPTHWISE_CONV_2D", "LOG",
-                        "AVERAGE_POOL_2D", "RESHAPE", "CONCATENATION", "RELU_N1_TO_1",
-                        "RELU6"})
+DECODE_OPS = frozenset({"DEQUANTIZE", "MAX_POOL_2D", "AVERAGE_POOL_2D", "RESIZE_BILINEAR",
+                        "SUB", "ADD", "MUL", "DIV", "RELU", "RELU_N1_TO_1", "MAXIMUM",
+                        "MINIMUM", "EXP", "LOG", "RESHAPE", "CONCATENATION"})
 OUTPUT_LAYOUT = "[1, 1, 17, 3]: (y, x, score) per COCO keypoint; y, x in [0, 1] of the input"
 
 
@@ -174,8 +173,8 @@ def audit_dropin(path: str) -> dict:
     if body_float:
         problems.append(f"float compute ops in the int8 body: {sorted(set(body_float))}")
     # After the heatmap DEQUANTIZE nothing may be quantized again (a QUANTIZE there would put
-    # coordinates on an int8 grid). A QAT body may keep the whole-map MAX_POOL_2D in int8 and
-    # dequantize its result: exact, since the maximum is one of the int8 heatmap values.
+    # coordinates on an int8 grid). A QAT body may keep the row-maximum MAX_POOL_2D ops in
+    # int8 and dequantize their result: exact, since maxima are int8 heatmap values.
     if "QUANTIZE" in decode_ops or sorted(set(decode_ops) - DECODE_OPS):
         problems.append(f"the decode must be DEQUANTIZE and float ops of {sorted(DECODE_OPS)}"
                         f" (no QUANTIZE), got {sorted(set(decode_ops))}")
@@ -269,6 +268,17 @@ def write_assets(out_dir: str, data: bytes, int8: str, source_model: str,
     return card
 
 
+def heatmap_tensor_index(interp) -> int:
+    """Index of the float heatmaps [1, h, w, K] in a drop-in's interpreter: the output of the
+    DEQUANTIZE that reads the int8 LOGISTIC (a QAT file also dequantizes row maxima)."""
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+    ops = interp._get_ops_details()  # the public API has no op list
+    candidates = [int(op["outputs"][0]) for op in ops if op["op_name"] == "DEQUANTIZE"]
+    if not candidates:
+        raise ValueError("the drop-in has no DEQUANTIZE: no int8 heatmaps to compare with")
+    return max(candidates, key=lambda i: int(np.prod(tensors[i]["shape"])))
+
+
 def decode_parity(dropin_path: str, crops: np.ndarray) -> dict:
     """In-graph decode vs ``codec.decode_heatmaps(method="dark")`` of the same file's own
     int8 heatmaps (read from the interpreter), in heatmap pixels.
@@ -288,9 +298,7 @@ def decode_parity(dropin_path: str, crops: np.ndarray) -> dict:
         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     interp.allocate_tensors()
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    ops = interp._get_ops_details()  # the public API has no op list
-    deq = next(op for op in ops if op["op_name"] == "DEQUANTIZE")
-    hm_index = int(deq["outputs"][0])
+    hm_index = heatmap_tensor_index(interp)
     dists, score_diffs = [], []
     for crop in crops:
         interp.set_tensor(inp["index"], np.clip(np.round(crop), 0, 255)[None].astype(np.uint8))

@@ -2,25 +2,31 @@
 
 ``HeatmapPeakDecode`` turns heatmaps [N, H, W, K] into MoveNet-style keypoints [N, 1, K, 3]
 = (y, x, score) with y and x in [0, 1] of the input square. It reproduces
-``fptflite.codec.decode_heatmaps(method="dark")`` (integer peak, then one Newton step on the
-log of the Gaussian-blurred heatmap, clipped to one pixel, none within two pixels of the
-border) using only ops that both XNNPACK and the classic TFLite GPU delegate run:
+``fptflite.codec.decode_heatmaps(method="dark")``: the integer peak is ``np.argmax``'s (the
+first maximum in raster order, also among tied uint8 values), then one Newton step on the log
+of the Gaussian-blurred heatmap, clipped to one pixel, taken (as codec's) only where
+hxx < 0, hyy < 0, det != 0 and the peak is two pixels or more from the border. It uses only
+ops that both XNNPACK and the classic TFLite GPU delegate run:
 
-* no ARG_MAX, GATHER, CAST, FLOOR_DIV/MOD, TOPK, NEG or comparison ops: the peak is a weight
-  map ``w = relu((hm - max(hm)) / tau + 1)`` (1 at the maximum, 0 one quantization step
-  below it; equal maxima share the weight, which gives their mean position);
-* the work stays small (about 0.07 ms for 32x32x17 heatmaps on one CPU core): w's row and
-  column sums (pooling) give the peak position (depthwise convolutions with a constant
-  coordinate row), and, with DARK's separable Gaussian, the blurred heatmap at the 3 x 3
-  pixels around the peak (9 values per keypoint) instead of blurring the whole map; the log
-  of those 9 values and 3x3 finite differences (depthwise convolutions) give the gradient
-  and Hessian of the Taylor step;
-* no broadcasting between runtime tensors of different shapes: per-keypoint or per-row
-  values are expanded with RESIZE_BILINEAR from size 1.
+* no ARG_MAX, GATHER, CAST, FLOOR_DIV/MOD, TOPK, NEG or comparison ops. The first peak row
+  comes from the row maxima: rows whose maximum is the heatmap maximum get a score n - i, and
+  the largest score is the first such row (a max pool). That row's values (one weighted
+  pass over the map) give the first peak column the same way. Scores are whole numbers
+  <= H, W, so both stages are exact in fp16 as well;
+* DARK's 3 x 3 blurred values around the peak come from three weighted passes over the map
+  (Gaussian weights of rows peak-1..peak+1, computed elementwise from the peak row) and nine
+  weighted sums along W of their results; their logs give the Taylor step elementwise, with
+  det > 0 and det < 0 divided separately so that every divisor has an fp16-normal floor;
+* few and cheap ops. Measured: XNNPACK runs elementwise ops on small tensors inline at any
+  thread count, while depthwise convolutions with long kernels, large-window pooling,
+  concatenations and slices cost a thread dispatch each (1-3 us) and long kernels are slow;
+  reductions are therefore average/max pools whose output is small, and broadcasts are
+  RESIZE_BILINEAR from size 1 (no broadcasting between runtime tensors of different shapes,
+  which the classic GPU delegate does not run).
 
-The ops of a converted file are: DEQUANTIZE (after an int8 body), MAX_POOL_2D,
-RESIZE_BILINEAR, SUB/ADD/MUL/DIV, RELU, MAXIMUM/MINIMUM, DEPTHWISE_CONV_2D, LOG,
-AVERAGE_POOL_2D, RESHAPE, CONCATENATION.
+The ops of a converted file are: DEQUANTIZE (after an int8 body; a QAT body also keeps the
+row-maximum MAX_POOL_2D in int8), MAX_POOL_2D, AVERAGE_POOL_2D, RESIZE_BILINEAR,
+ADD/SUB/MUL/DIV, MAXIMUM/MINIMUM, RELU, EXP, LOG, RESHAPE, CONCATENATION.
 """
 
 from __future__ import annotations
@@ -29,29 +35,83 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-# Half of a uint8 LOGISTIC output step (1/256): values one step below the max get weight 0.
+# Half of a uint8 LOGISTIC output step (1/256): values one step below the max are no peak.
 PEAK_TOLERANCE = 1.0 / 512.0
 DARK_KERNEL = 11
-_LOG_FLOOR = 1e-10
+# A row (column) whose maximum is within (1 - 1 / _SHARPEN) * tolerance of the peak counts as
+# holding it; with uint8 heatmaps the distance is 0 or >= 3 tolerances, so this is exact.
+_SHARPEN = 64.0
+# The 9 blurred values are scaled by _VALUE_SCALE so that any nonzero blurred uint8 value
+# (>= 3e-7 of the heatmap scale) stays an fp16-normal number above the log floor.
+_VALUE_SCALE = 1024.0
+_LOG_FLOOR = 6.2e-5
+# Derivatives are kept at 4x (Hessian terms at 16x, the offsets unchanged): determinants down
+# to 6e-6 clear the fp16-normal floor, products of derivatives stay below fp16's maximum.
+_DET_FLOOR = 1e-4
+_STEP_RAMP = 1e-4  # the step is taken in full where det and -hxx, -hyy (4x) exceed this
+
+
+def gaussian_sigma(kernel: int) -> float:
+    """DARK's blur sigma for an odd ``kernel`` (OpenCV's rule, as ``codec``)."""
+    return 0.3 * ((kernel - 1) * 0.5 - 1) + 0.8
 
 
 def gaussian_taps(kernel: int) -> np.ndarray:
     """1-D Gaussian taps [kernel] with OpenCV's sigma rule, summing to 1 (DARK's blur)."""
-    sigma = 0.3 * ((kernel - 1) * 0.5 - 1) + 0.8
+    sigma = gaussian_sigma(kernel)
     g = np.exp(-(np.arange(kernel) - (kernel - 1) / 2) ** 2 / (2 * sigma**2))
     return (g / g.sum()).astype(np.float32)
 
 
-def _stencils() -> dict[str, np.ndarray]:
-    """3x3 finite-difference stencils [3, 3] (row = y, column = x) of DARK's Taylor step."""
-    z = np.zeros((3, 3), np.float32)
-    gx, gy, hxx, hyy, hxy = (z.copy() for _ in range(5))
-    gx[1, 2], gx[1, 0] = 0.5, -0.5
-    gy[2, 1], gy[0, 1] = 0.5, -0.5
-    hxx[1, 2], hxx[1, 1], hxx[1, 0] = 1.0, -2.0, 1.0
-    hyy[2, 1], hyy[1, 1], hyy[0, 1] = 1.0, -2.0, 1.0
-    hxy[2, 2], hxy[0, 2], hxy[2, 0], hxy[0, 0] = 0.25, -0.25, -0.25, 0.25
-    return {"gx": gx, "gy": gy, "hxx": hxx, "hyy": hyy, "hxy": hxy}
+def _expand(x, h: int, w: int):
+    """[N, 1 or h, 1 or w, C] -> [N, h, w, C] by copying (bilinear resize from size 1)."""
+    return tf.compat.v1.image.resize_bilinear(x, [h, w], align_corners=False,
+                                              half_pixel_centers=False)
+
+
+def _clip1(x):
+    return tf.minimum(tf.maximum(x, -1.0), 1.0)
+
+
+def _ramp_below_zero(x):
+    """1 where x <= -_STEP_RAMP, 0 where x >= 0, linear in between (no comparison ops)."""
+    return tf.nn.relu(tf.maximum(x, -_STEP_RAMP) * (-1.0 / _STEP_RAMP))
+
+
+def _taylor_offsets(logs):
+    """DARK's Newton step from the logs of the blurred heatmap around the peak.
+
+    Args:
+        logs: logs[dx + 1][dy + 1], each [N, 1, 1, K].
+
+    Returns:
+        (dy, dx) [N, 1, 1, K] each, clipped to [-1, 1]; 0 where codec takes no step.
+    """
+    lg = logs
+    gx = (lg[2][1] - lg[0][1]) * 2.0  # 4x the central differences
+    gy = (lg[1][2] - lg[1][0]) * 2.0
+    centre = lg[1][1] * 2.0
+    hxx = (lg[2][1] + lg[0][1] - centre) * 4.0
+    hyy = (lg[1][2] + lg[1][0] - centre) * 4.0
+    hxy = lg[2][2] - lg[2][0] - lg[0][2] + lg[0][0]
+    det = hxx * hyy - hxy * hxy
+    neg_det = hxy * hxy - hxx * hyy
+    # codec: dx = -(hyy * gx - hxy * gy) / det, dy = -(hxx * gy - hxy * gx) / det.
+    num_x = hxy * gy - hyy * gx
+    num_y = hxy * gx - hxx * gy
+    curvature = tf.maximum(hxx, hyy)
+    take_pos = _ramp_below_zero(tf.maximum(curvature, neg_det))  # det > 0
+    take_neg = _ramp_below_zero(tf.maximum(curvature, det))  # det < 0
+    inv_pos = -1.0 / tf.minimum(neg_det, -_DET_FLOOR)  # 1 / det where det >= floor
+    inv_neg = -1.0 / tf.maximum(neg_det, _DET_FLOOR)  # 1 / det where det <= -floor
+    dx = _clip1(num_x * inv_pos) * take_pos + _clip1(num_x * inv_neg) * take_neg
+    dy = _clip1(num_y * inv_pos) * take_pos + _clip1(num_y * inv_neg) * take_neg
+    return dy, dx
+
+
+def _inside(n_minus_p, n: int):
+    """1 where 2 <= p <= n - 3 (codec's 1 < p < n - 2), else 0, from n - p [N, 1, 1, K]."""
+    return tf.minimum(tf.nn.relu(tf.minimum(float(n - 1) - n_minus_p, n_minus_p - 2.0)), 1.0)
 
 
 @keras.utils.register_keras_serializable(package="fptflite")
@@ -61,6 +121,9 @@ class HeatmapPeakDecode(keras.layers.Layer):
     y = (v + 0.5) / H and x = (u + 0.5) / W, where (u, v) is the DARK-refined peak in heatmap
     pixels (pixel centres at integers, as in ``fptflite.codec``): 0 and 1 are the edges of
     the input square. score is the heatmap maximum (a probability for sigmoid heatmaps).
+    Heatmaps lie in [0, 1] (sigmoid outputs); on the uint8 grid of an int8 body's LOGISTIC
+    the integer peak is exactly ``np.argmax``'s, with float heatmaps values within
+    ``peak_tolerance`` of the maximum count as tied with it.
 
     Args:
         dark_kernel: odd size of DARK's Gaussian blur (11 as in ``codec.decode_heatmaps``).
@@ -83,95 +146,76 @@ class HeatmapPeakDecode(keras.layers.Layer):
         if h is None or w is None or k is None:
             raise ValueError(f"HeatmapPeakDecode needs static H, W, K, got {input_shape}")
         self._hwk = (h, w, k)
-        g = gaussian_taps(self.dark_kernel)
+        sigma = gaussian_sigma(self.dark_kernel)
         r = self.dark_kernel // 2
-        # Blur taps around the peak shifted by d in {-1, 0, 1}: kernel[t + r + 1] = g(t + d).
-        shifted = np.zeros((3, 2 * r + 3), np.float32)
-        for n, d in enumerate((-1, 0, 1)):
-            shifted[n, 1 - d:1 - d + 2 * r + 1] = g
-        tile = np.ones((1, 1, k, 1), np.float32)
-        self._blur_y = [tf.constant(s_.reshape(-1, 1, 1, 1) * tile) for s_ in shifted]
-        self._blur_x = [tf.constant(s_.reshape(1, -1, 1, 1) * tile) for s_ in shifted]
-        stencils = np.stack([s_.reshape(-1) for s_ in _stencils().values()])  # [5, 9]
-        self._stencil = {n: tf.constant(stencils[i].reshape(1, 9, 1, 1) * tile)
-                         for i, n in enumerate(_stencils())}
-        interior_x = np.zeros(w, np.float32)
-        interior_x[2:-2] = 1.0  # as codec's DARK: a step only where 1 < x < W - 2
-        interior_y = np.zeros(h, np.float32)
-        interior_y[2:-2] = 1.0
-        self._row_kernels = {  # weighted sums along W of [N, 1, W, K]: kernels [1, W, K, 1]
-            n: tf.constant(v.reshape(1, w, 1, 1) * tile)
-            for n, v in (("one", np.ones(w, np.float32)), ("x", np.arange(w, dtype=np.float32)),
-                         ("interior", interior_x))}
-        self._col_kernels = {  # the same along H of [N, H, 1, K]
-            n: tf.constant(v.reshape(h, 1, 1, 1) * tile)
-            for n, v in (("one", np.ones(h, np.float32)), ("y", np.arange(h, dtype=np.float32)),
-                         ("interior", interior_y))}
+        self._gauss_exponent = -1.0 / (2.0 * sigma * sigma)
+        norm = 1.0 / np.exp(-np.arange(-r, r + 1) ** 2 / (2.0 * sigma * sigma)).sum()
+        # Taps times the average pools' lengths and sqrt(_VALUE_SCALE) each.
+        self._tap_scale_y = float(norm * h * np.sqrt(_VALUE_SCALE))
+        self._tap_scale_x = float(norm * w * np.sqrt(_VALUE_SCALE))
+        self._tap_limit = float((r + 1) ** 2)  # taps are 0 from distance r + 1 on
+        ones = np.ones((1, 1, 1, k), np.float32)
+        # n - index: the first row (column) holding the peak has the largest.
+        self._rank_rows = tf.constant(np.arange(h, 0, -1, dtype=np.float32)
+                                      .reshape(1, h, 1, 1) * ones)
+        self._rank_cols = tf.constant(np.arange(w, 0, -1, dtype=np.float32)
+                                      .reshape(1, 1, w, 1) * ones)
         super().build(input_shape)
 
-    @staticmethod
-    def _depthwise(x, kernel, padding="SAME"):
-        return tf.nn.depthwise_conv2d(x, kernel, strides=[1, 1, 1, 1], padding=padding)
+    def _first_peak(self, maxima, peak, rank, window):
+        """Maxima of the rows [N, H, 1, K] (or of the peak row's columns [N, 1, W, K]) and the
+        peak expanded like them -> n - (first index holding the peak) [N, 1, 1, K], and the
+        per-index scores (n - index where the peak is, else 0)."""
+        holds = tf.minimum(tf.nn.relu((maxima - peak + self.peak_tolerance)
+                                      * (_SHARPEN / self.peak_tolerance)), 1.0)
+        score = holds * rank
+        return tf.nn.max_pool2d(score, window, 1, "VALID"), score
 
-    @staticmethod
-    def _step(x, sign: float = 1.0):
-        """~1 where sign * x > 1e-4, 0 where sign * x <= 0 (a ramp in between), from
-        MUL/RELU/MINIMUM only (no comparison or NEG ops)."""
-        return tf.minimum(tf.nn.relu(x * (sign * 1e4)), 1.0)
+    def _gaussian_taps(self, offset, scale: float):
+        """offset p - i [..] -> DARK's taps G(p + d - i) * scale for d = -1, 0, 1."""
+        taps = []
+        for d in (-1.0, 0.0, 1.0):
+            u = offset + d
+            sq = u * u
+            support = tf.minimum(tf.nn.relu(self._tap_limit - sq), 1.0)
+            taps.append(tf.exp(sq * self._gauss_exponent) * (support * scale))
+        return taps
 
-    def _sum_rows(self, x, name):  # [N, 1, W, K] -> [N, 1, 1, K]
-        return self._depthwise(x, self._row_kernels[name], "VALID")
-
-    def _sum_cols(self, x, name):  # [N, H, 1, K] -> [N, 1, 1, K]
-        return self._depthwise(x, self._col_kernels[name], "VALID")
+    def _blurred_logs(self, hm, rows_offset, cols_offset):
+        """log of DARK's blurred heatmap (times a constant) at the 3 x 3 pixels around the
+        peak: logs[dx + 1][dy + 1] [N, 1, 1, K]."""
+        h, w, _ = self._hwk
+        ay = self._gaussian_taps(rows_offset, self._tap_scale_y)  # [N, H, 1, K] each
+        ax = self._gaussian_taps(cols_offset, self._tap_scale_x)  # [N, 1, W, K] each
+        blurred_rows = [tf.nn.avg_pool2d(hm * _expand(a, h, w), [h, 1], 1, "VALID")
+                        for a in ay]  # [N, 1, W, K]: blurred along H at rows p + dy
+        return [[tf.math.log(tf.maximum(tf.nn.avg_pool2d(row * a, [1, w], 1, "VALID"),
+                                        _LOG_FLOOR)) for row in blurred_rows] for a in ax]
 
     def call(self, heatmaps: tf.Tensor) -> tf.Tensor:
-        """Peak weights w [N, H, W, K]; their marginals over rows and columns give the peak
-        position and, with the separable Gaussian, the blurred heatmap at the 3 x 3 pixels
-        around the peak (9 values per keypoint), whose log gives DARK's derivatives."""
         h, w, k = self._hwk
         hm = tf.cast(heatmaps, tf.float32)
-        peak = tf.nn.max_pool2d(hm, ksize=[h, w], strides=[1, 1], padding="VALID")  # [N,1,1,K]
-        peak_map = tf.compat.v1.image.resize_bilinear(peak, [h, w], align_corners=False,
-                                                      half_pixel_centers=False)
-        weights = tf.nn.relu((hm - peak_map) * (1.0 / self.peak_tolerance) + 1.0)
-        w_cols = tf.nn.avg_pool2d(weights, [h, 1], [1, 1], "VALID") * float(h)  # [N,1,W,K]
-        w_rows = tf.nn.avg_pool2d(weights, [1, w], [1, 1], "VALID") * float(w)  # [N,H,1,K]
-        total = self._sum_rows(w_cols, "one")
-        px = self._sum_rows(w_cols, "x") / total
-        py = self._sum_cols(w_rows, "y") / total
-        interior = (self._sum_rows(w_cols, "interior") * self._sum_cols(w_rows, "interior")
-                    / (total * total))
-        # Blurred heatmap at (peak + (dx, dy)): sum_ij Ay_dy(i) hm(i, j) Ax_dx(j).
-        ay = [self._depthwise(w_rows, kern) for kern in self._blur_y]  # [N, H, 1, K]
-        ax = [self._depthwise(w_cols, kern) for kern in self._blur_x]  # [N, 1, W, K]
-        rows = [tf.nn.avg_pool2d(
-            hm * tf.compat.v1.image.resize_bilinear(a, [h, w], align_corners=False,
-                                                    half_pixel_centers=False),
-            [h, 1], [1, 1], "VALID") for a in ay]  # [N, 1, W, K] per dy
-        values = [self._sum_rows(row * a, "one") for row in rows for a in ax]  # (dy, dx)
-        logs = tf.math.log(tf.maximum(tf.concat(values, axis=2) * float(h), _LOG_FLOOR))
-        d = {n: self._depthwise(logs, kern, "VALID") for n, kern in self._stencil.items()}
-        # DARK takes no step where the curvature is not that of a maximum (hxx or hyy >= 0,
-        # det <= 0) or near the border: a soft 0/1 mask from arithmetic (no comparisons).
-        valid = self._step(d["hxx"], -1.0) * self._step(d["hyy"], -1.0) * interior
-        hxx = tf.minimum(d["hxx"], -1e-6)
-        hyy = tf.minimum(d["hyy"], -1e-6)
-        det = hxx * hyy - d["hxy"] * d["hxy"]
-        valid = valid * self._step(det)
-        det = tf.maximum(det, 1e-12)
-        ox = (d["hxy"] * d["gy"] - hyy * d["gx"]) / det
-        oy = (d["hxy"] * d["gx"] - hxx * d["gy"]) / det
-        ox = tf.clip_by_value(ox, -1.0, 1.0) * valid
-        oy = tf.clip_by_value(oy, -1.0, 1.0) * valid
-        x_norm = (px + ox + 0.5) * (1.0 / w)
-        y_norm = (py + oy + 0.5) * (1.0 / h)
-        # The score leaves through a float DIV: a converter given a QAT body keeps MAX_POOL_2D
-        # in int8, and an int8 input to the final CONCATENATION would make it quantize the
-        # coordinates too (x * t / t equals x up to one float32 rounding).
-        score = peak * total / total
-        parts = [tf.reshape(t, [-1, 1, k, 1]) for t in (y_norm, x_norm, score)]
-        return tf.concat(parts, axis=3)
+        row_max = tf.nn.max_pool2d(hm, [1, w], 1, "VALID")  # [N, H, 1, K]
+        peak = tf.nn.max_pool2d(row_max, [h, 1], 1, "VALID")  # [N, 1, 1, K]
+        h_minus_p, row_scores = self._first_peak(row_max, _expand(peak, h, 1),
+                                                 self._rank_rows, [h, 1])
+        h_minus_p_rows = _expand(h_minus_p, h, 1)
+        peak_row = tf.nn.relu(row_scores - h_minus_p_rows + 1.0)  # one-hot [N, H, 1, K]
+        peak_row_values = tf.nn.avg_pool2d(hm * _expand(peak_row, h, w), [h, 1], 1,
+                                           "VALID") * float(h)  # [N, 1, W, K]
+        w_minus_q, _ = self._first_peak(peak_row_values, _expand(peak, 1, w), self._rank_cols,
+                                        [1, w])
+        logs = self._blurred_logs(hm, self._rank_rows - h_minus_p_rows,
+                                  self._rank_cols - _expand(w_minus_q, 1, w))
+        dy, dx = _taylor_offsets(logs)
+        inside = _inside(h_minus_p, h) * _inside(w_minus_q, w)
+        y = (float(h) + 0.5 - h_minus_p + dy * inside) * (1.0 / h)
+        x = (float(w) + 0.5 - w_minus_q + dx * inside) * (1.0 / w)
+        # The score leaves through a float op (exact on the uint8 grid): from a QAT body the
+        # converter keeps the max pools in int8, and an int8 input to the final CONCATENATION
+        # would make it quantize the coordinates too.
+        score = (peak + 1.0) - 1.0
+        return tf.concat([tf.reshape(t, [-1, 1, k, 1]) for t in (y, x, score)], axis=3)
 
     def compute_output_shape(self, input_shape):
         n, _, _, k = tf.TensorShape(input_shape).as_list()
