@@ -18,6 +18,11 @@ registry subclass, QuantizeConfigs and quantizers) closes them:
   1/256, zero point -128, i.e. values k/256 for k = 0..255. tfmot puts no fake-quant after a
   sigmoid; here it gets a fixed one on [0, 255/256] (256 steps of 1/256).
 
+* **int32 biases.** A conv's bias is stored in int32 at scale input_scale * weight_scale;
+  where a collapsed activation range makes that product tiny, the converter saturates the
+  bias. ``fit_biases_to_int32`` widens such channels' weight ranges as TFLite's
+  post-training quantizer does (before conversion too), so the simulation keeps the bias.
+
 Activation ranges start from calibration statistics of the float model on eval crops (the
 overall min/max the converter's calibrator also uses), not from tfmot's +-6, and weight
 ranges from the weights themselves (``calibrate_ranges``). The model input's range is the

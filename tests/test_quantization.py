@@ -134,6 +134,23 @@ def test_compare_heatmaps_against_hand_values():
     assert fidelity.compare_heatmaps(hm, hm.copy())["heatmap_correlation"] == pytest.approx(1)
 
 
+def test_shift_breakdown_against_hand_values():
+    hm = np.zeros((1, 16, 16, 3), np.float32)
+    hm[0, 5, 7, 0] = 1.0
+    hm[0, 9, 3, 1], hm[0, 9, 12, 1] = 0.5, 0.5 - 1 / 256  # a rival one step below, 9 px away
+    hm[0, 2, 2, 2] = 0.3
+    flipped = hm.copy()
+    flipped[0, 9, 12, 1] = 0.5 + 1 / 256  # one step up: the peak jumps 9 heatmap px
+    rep = fidelity.compare_heatmaps(hm, flipped, decode="argmax")
+    assert rep["mean_keypoint_shift_px"] == pytest.approx(9 * 4 / 3)  # the mean keeps the flip
+    assert rep["median_keypoint_shift_px"] == 0
+    assert rep["peak_moved_fraction"] == rep["ambiguous_peak_fraction"] == pytest.approx(1 / 3)
+    assert rep["mean_shift_unambiguous_px"] == rep["mean_shift_same_peak_px"] == 0
+    assert rep["identical_pixel_fraction"] == pytest.approx(1 - 1 / (16 * 16 * 3))
+    assert fidelity.compare_heatmaps(np.full_like(hm, 0.25), np.full_like(hm, 0.25))[
+        "constant_reference_maps"] == 3
+
+
 def test_parity_gate_names_both_aps():
     assert "parity ok" in parity_gate.check_ap_drop(0.503, 0.500, 0.5, "m.tflite")
     with pytest.raises(parity_gate.ParityError, match=r"m.tflite: AP 49.00 vs 50.30 for "
@@ -222,3 +239,68 @@ def test_debug_report_and_mixed_file(tiny):
     errs = {k: np.abs(TFLitePredictor(p)(tiny["eval"][:8]) - ref).mean()
             for k, p in files.items()}
     assert errs["int8"] < 2 / 256 and math.isfinite(errs["mixed"])
+
+
+def _collapsed_head_model(tiny):
+    """The tiny model with the random-weight failure built in: the features feeding the head
+    collapse to ~1e-4 of their range (neck BN scaled down; the head kernel scaled up to keep
+    the same function) and half of each keypoint's sub-pixel channels keep the untrained
+    head (kernel ~1e-3 std, the prior bias -4.8), whose int32 bias then needs ~1e11 steps."""
+    model = keras.models.clone_model(tiny["float"])
+    model.set_weights(tiny["float"].get_weights())
+    bn = model.get_layer("neck_bn")
+    gamma, beta, mean, var = bn.get_weights()
+    bn.set_weights([gamma * 1e-4, beta * 1e-4, mean, var])
+    head = model.get_layer("head_conv")
+    kernel, bias = head.get_weights()
+    untrained = (np.arange(kernel.shape[-1]) // 17) % 2 == 1  # channel = (dy * 4 + dx) * K + k
+    kernel = kernel * 1e4
+    kernel[..., untrained] = np.random.default_rng(1).normal(
+        0, 1e-3, kernel[..., untrained].shape)
+    bias = np.where(untrained, -4.8, bias).astype(np.float32)
+    head.set_weights([kernel, bias])
+    return model, untrained
+
+
+def _qat_file(model, calib, path):
+    qat = quantization.quantize(model, calib)
+    with open(path, "wb") as f:
+        f.write(convert.convert(qat, "int8_qat", calib))
+    return qat
+
+
+@pytest.mark.slow
+def test_collapsed_ranges_keep_int32_biases_and_fidelity(tiny, tmp_path, monkeypatch):
+    from fptflite.tflite import audit
+
+    model, untrained = _collapsed_head_model(tiny)
+    path = str(tmp_path / "collapsed.tflite")
+    qat = _qat_file(model, tiny["calib"], path)
+    rep = fidelity.model_fidelity(qat, path, tiny["eval"])
+    print(fidelity.format_fidelity("collapsed", rep))
+    # Measured: corr 0.99991, mean |diff| 0.00072 with the fit; 0.565 and 0.247 without it.
+    assert rep["heatmap_correlation"] >= 0.999 and rep["mean_abs_diff"] < 0.5 / 256
+    assert audit.saturated_int32_biases(TFLitePredictor(path).interpreter) == []
+    # TFLite's rule, by hand: a widened channel's int32 bias sits at half the int32 range.
+    layer = qat.get_layer("quant_head_conv")
+    in_lo, in_hi = _var(qat.get_layer("quant_neck_relu"), "output_min"), \
+        _var(qat.get_layer("quant_neck_relu"), "output_max")
+    w_scale = _var(layer, "kernel_max") / 127
+    steps = -4.8 / ((in_hi - in_lo) / 255 * w_scale[untrained])
+    np.testing.assert_allclose(steps, -quantization.BIAS_INT32_HEADROOM
+                               * quantization.INT32_MAX, rtol=1e-5)
+    assert np.all(w_scale[~untrained] == np.abs(layer.layer.kernel.numpy()[..., ~untrained])
+                  .max(axis=(0, 1, 2)) / 127)  # channels that fit keep their own range
+
+    # Without the fit the converter saturates those biases: the audit names the layer and
+    # the file no longer follows its Keras QAT model.
+    monkeypatch.setattr(quantization, "fit_biases_to_int32", lambda qat: [])
+    quantization.calibrate_ranges(qat, model, tiny["calib"])  # kernel ranges back to max |w|
+    broken = str(tmp_path / "broken.tflite")
+    with open(broken, "wb") as f:
+        f.write(convert.convert(qat, "int8_qat", tiny["calib"]))
+    saturated = audit.saturated_int32_biases(TFLitePredictor(broken).interpreter)
+    assert saturated and all("head_conv" in name for name in saturated)
+    rep_b = fidelity.model_fidelity(qat, broken, tiny["eval"])
+    print(fidelity.format_fidelity("collapsed, no fit", rep_b))
+    assert rep_b["heatmap_correlation"] < 0.95
