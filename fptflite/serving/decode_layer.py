@@ -73,16 +73,23 @@ def _clip1(x):
     return tf.minimum(tf.maximum(x, -1.0), 1.0)
 
 
+def _maximum(a, b):
+    """max(a, b) as b + relu(a - b): a MAXIMUM of two runtime tensors makes the PTQ converter
+    requantize both inputs to one int8 scale even with the op denylisted."""
+    return b + tf.nn.relu(a - b)
+
+
 def _ramp_below_zero(x):
     """1 where x <= -_STEP_RAMP, 0 where x >= 0, linear in between (no comparison ops)."""
     return tf.nn.relu(tf.maximum(x, -_STEP_RAMP) * (-1.0 / _STEP_RAMP))
 
 
-def _taylor_offsets(logs):
+def _taylor_offsets(logs, inside):
     """DARK's Newton step from the logs of the blurred heatmap around the peak.
 
     Args:
         logs: logs[dx + 1][dy + 1], each [N, 1, 1, K].
+        inside: [N, 1, 1, K] 1 where the peak is far enough from the border, else 0.
 
     Returns:
         (dy, dx) [N, 1, 1, K] each, clipped to [-1, 1]; 0 where codec takes no step.
@@ -96,22 +103,25 @@ def _taylor_offsets(logs):
     hxy = lg[2][2] - lg[2][0] - lg[0][2] + lg[0][0]
     det = hxx * hyy - hxy * hxy
     neg_det = hxy * hxy - hxx * hyy
-    # codec: dx = -(hyy * gx - hxy * gy) / det, dy = -(hxx * gy - hxy * gx) / det.
-    num_x = hxy * gy - hyy * gx
-    num_y = hxy * gx - hxx * gy
-    curvature = tf.maximum(hxx, hyy)
-    take_pos = _ramp_below_zero(tf.maximum(curvature, neg_det))  # det > 0
-    take_neg = _ramp_below_zero(tf.maximum(curvature, det))  # det < 0
-    inv_pos = -1.0 / tf.minimum(neg_det, -_DET_FLOOR)  # 1 / det where det >= floor
-    inv_neg = -1.0 / tf.maximum(neg_det, _DET_FLOOR)  # 1 / det where det <= -floor
-    dx = _clip1(num_x * inv_pos) * take_pos + _clip1(num_x * inv_neg) * take_neg
-    dy = _clip1(num_y * inv_pos) * take_pos + _clip1(num_y * inv_neg) * take_neg
+    # codec: dx = -(hyy * gx - hxy * gy) / det, dy = -(hxx * gy - hxy * gx) / det, taken where
+    # hxx < 0, hyy < 0, det != 0. 1 / det from the branch det > 0 or det < 0 that applies,
+    # each with a divisor floor (so no 0 / 0), and 0 where no step is taken.
+    curvature = _maximum(hxx, hyy)
+    take_pos = _ramp_below_zero(_maximum(curvature, neg_det))  # det > 0
+    take_neg = _ramp_below_zero(_maximum(curvature, det))  # det < 0
+    # max(det, floor) and max(-det, floor) as floor + relu(.): a MAXIMUM with a constant made
+    # the PTQ converter put an int8 QUANTIZE/DEQUANTIZE pair on det (denylist or not).
+    inv_det = (take_pos / (_DET_FLOOR + tf.nn.relu(det - _DET_FLOOR))
+               - take_neg / (_DET_FLOOR + tf.nn.relu(neg_det - _DET_FLOOR))) * inside
+    dx = _clip1((hxy * gy - hyy * gx) * inv_det)
+    dy = _clip1((hxy * gx - hxx * gy) * inv_det)
     return dy, dx
 
 
 def _inside(n_minus_p, n: int):
     """1 where 2 <= p <= n - 3 (codec's 1 < p < n - 2), else 0, from n - p [N, 1, 1, K]."""
-    return tf.minimum(tf.nn.relu(tf.minimum(float(n - 1) - n_minus_p, n_minus_p - 2.0)), 1.0)
+    nearest_border = float(n - 1) - n_minus_p - tf.nn.relu(float(n + 1) - 2.0 * n_minus_p)
+    return tf.minimum(tf.nn.relu(nearest_border), 1.0)  # min(n - 1 - (n - p), (n - p) - 2)
 
 
 @keras.utils.register_keras_serializable(package="fptflite")
@@ -197,20 +207,19 @@ class HeatmapPeakDecode(keras.layers.Layer):
         hm = tf.cast(heatmaps, tf.float32)
         row_max = tf.nn.max_pool2d(hm, [1, w], 1, "VALID")  # [N, H, 1, K]
         peak = tf.nn.max_pool2d(row_max, [h, 1], 1, "VALID")  # [N, 1, 1, K]
-        h_minus_p, row_scores = self._first_peak(row_max, _expand(peak, h, 1),
-                                                 self._rank_rows, [h, 1])
+        peak_rows = _expand(peak, h, 1)  # [N, H, 1, K]
+        peak_cols = tf.reshape(peak_rows, [-1, 1, w, k]) if h == w else _expand(peak, 1, w)
+        h_minus_p, row_scores = self._first_peak(row_max, peak_rows, self._rank_rows, [h, 1])
         h_minus_p_rows = _expand(h_minus_p, h, 1)
         peak_row = tf.nn.relu(row_scores - h_minus_p_rows + 1.0)  # one-hot [N, H, 1, K]
         peak_row_values = tf.nn.avg_pool2d(hm * _expand(peak_row, h, w), [h, 1], 1,
                                            "VALID") * float(h)  # [N, 1, W, K]
-        w_minus_q, _ = self._first_peak(peak_row_values, _expand(peak, 1, w), self._rank_cols,
-                                        [1, w])
+        w_minus_q, _ = self._first_peak(peak_row_values, peak_cols, self._rank_cols, [1, w])
         logs = self._blurred_logs(hm, self._rank_rows - h_minus_p_rows,
                                   self._rank_cols - _expand(w_minus_q, 1, w))
-        dy, dx = _taylor_offsets(logs)
-        inside = _inside(h_minus_p, h) * _inside(w_minus_q, w)
-        y = (float(h) + 0.5 - h_minus_p + dy * inside) * (1.0 / h)
-        x = (float(w) + 0.5 - w_minus_q + dx * inside) * (1.0 / w)
+        dy, dx = _taylor_offsets(logs, _inside(h_minus_p, h) * _inside(w_minus_q, w))
+        y = (float(h) + 0.5 - h_minus_p + dy) * (1.0 / h)
+        x = (float(w) + 0.5 - w_minus_q + dx) * (1.0 / w)
         # The score leaves through a float op (exact on the uint8 grid): from a QAT body the
         # converter keeps the max pools in int8, and an int8 input to the final CONCATENATION
         # would make it quantize the coordinates too.
