@@ -2,14 +2,20 @@
 
     flock /tmp/team/cpu.lock python -m benchmarks.android_latency \
         --dropin=android_demo_assets/fasterpose_singlepose.tflite \
-        --heatmap=runs/demo/tflite/fasterpose_singlepose_heatmaps.tflite --threads=2,4
+        --heatmap=runs/demo/tflite/fasterpose_singlepose_heatmaps.tflite --threads=2,4 --rounds=6
+
+    # a COCO-size body with random weights (PTQ on random crops; timing does not depend on
+    # the weights): both files are converted into a temporary dir first
+    python -m benchmarks.android_latency --model=fasterpose_mnv2 --input_size=256
 
 LiteRT interpreter with XNNPACK on the CPU, one image, both files timed alternately in the same
 run (``rounds`` x ``runs`` invocations each after warm-up); prints a table with the decode's
 share. The drop-in file's decode is what the app no longer runs in Kotlin.
 """
 
+import os
 import sys
+import tempfile
 
 import numpy as np
 from absl import app, flags
@@ -18,10 +24,13 @@ from fptflite.tflite.benchmark import time_tflite
 
 _DROPIN = flags.DEFINE_string("dropin", None, "The drop-in .tflite (keypoint output).")
 _HEATMAP = flags.DEFINE_string("heatmap", None, "The same body's heatmap-output int8 .tflite.")
+_MODEL = flags.DEFINE_string("model", None, "Instead of --dropin/--heatmap: a zoo model name "
+                             "built with random weights and converted (PTQ) to both files.")
+_INPUT_SIZE = flags.DEFINE_integer("input_size", 256, "Square input size for --model.")
+_NUM_CALIB = flags.DEFINE_integer("num_calibration", 8, "Random calibration crops for --model.")
 _THREADS = flags.DEFINE_list("threads", ["2", "4"], "Thread counts.")
 _RUNS = flags.DEFINE_integer("runs", 50, "Timed invocations per round.")
 _ROUNDS = flags.DEFINE_integer("rounds", 4, "Alternating rounds per file.")
-flags.mark_flags_as_required(["dropin", "heatmap"])
 
 
 def measure(dropin: str, heatmap: str, threads: int, runs: int, rounds: int) -> dict:
@@ -35,10 +44,40 @@ def measure(dropin: str, heatmap: str, threads: int, runs: int, rounds: int) -> 
             "overhead": med["dropin"] / med["heatmap"] - 1}
 
 
+def convert_random_body(name: str, size: int, num_calibration: int, out_dir: str
+                        ) -> tuple[str, str]:
+    """A zoo model with random weights at [size, size] -> (drop-in, heatmap int8) paths."""
+    import fptflite  # noqa: F401  (selects tf_keras before TensorFlow loads)
+    from fptflite.models import build_model
+    from fptflite.serving import android
+    from fptflite.tflite import convert as convert_lib
+
+    body = build_model(name, (size, size))
+    calib = np.random.default_rng(0).uniform(0, 255, (num_calibration, size, size, 3))
+    calib = calib.astype(np.float32)
+    paths = (os.path.join(out_dir, android.DROPIN_FILENAME),
+             os.path.join(out_dir, android.HEATMAP_FILENAME))
+    for path, data in zip(paths, (android.convert_dropin(body, "ptq", calib),
+                                  convert_lib.convert(body, "int8_ptq", calib)), strict=True):
+        with open(path, "wb") as f:
+            f.write(data)
+    return paths
+
+
 def main(argv):
     del argv
-    rows = [measure(_DROPIN.value, _HEATMAP.value, int(t), _RUNS.value, _ROUNDS.value)
-            for t in _THREADS.value]
+    with tempfile.TemporaryDirectory() as tmp:
+        if _MODEL.value:
+            print(f"{_MODEL.value} at {_INPUT_SIZE.value}x{_INPUT_SIZE.value} with RANDOM "
+                  "weights (PTQ on random crops): latency only", flush=True)
+            dropin, heatmap = convert_random_body(_MODEL.value, _INPUT_SIZE.value,
+                                                  _NUM_CALIB.value, tmp)
+        elif _DROPIN.value and _HEATMAP.value:
+            dropin, heatmap = _DROPIN.value, _HEATMAP.value
+        else:
+            raise app.UsageError("give --dropin and --heatmap, or --model")
+        rows = [measure(dropin, heatmap, int(t), _RUNS.value, _ROUNDS.value)
+                for t in _THREADS.value]
     print("| threads | heatmap int8 (ms) | drop-in with decode (ms) | decode adds |")
     print("|---:|---:|---:|---:|")
     for r in rows:
