@@ -252,7 +252,8 @@ def test_app_pipeline_matches_python_decode(dropin):
     print(f"in-graph vs Python DARK (same int8 heatmaps): mean {d.mean():.4f} max {d.max():.4f}"
           f" heatmap px; vs the float model's heatmaps: mean {fd.mean():.3f}; person scores "
           f"{np.round(person_scores, 2)}")
-    assert d.mean() <= 0.25 and d.max() <= 1.0
+    assert d.mean() <= 0.25 and d.max() <= 1.0  # the bounds
+    assert d.max() <= 1e-3  # measured < 1e-4: the same pixel as np.argmax, DARK to float noise
     assert min(person_scores) > 0.5
 
 
