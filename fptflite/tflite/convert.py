@@ -68,6 +68,7 @@ def convert(
     if fmt == "int8_qat":
         # Persistent (not undone): the Keras QAT model must keep computing what the file does.
         quantization.fit_biases_to_int32(model)
+        quantization.snap_biases_to_int32_grid(model)
         with distinct_uniform_biases(model):
             return _converter(model, fmt, calibration_images, input_type, output_type).convert()
     return _converter(model, fmt, calibration_images, input_type, output_type).convert()
