@@ -186,8 +186,10 @@ class HeatmapPeakDecode(keras.layers.Layer):
         taps = []
         for d in (-1.0, 0.0, 1.0):
             u = offset + d
-            sq = u * u
-            support = tf.minimum(tf.nn.relu(self._tap_limit - sq), 1.0)
+            # Squared distances capped at the support limit: exp() of far rows would be
+            # subnormal floats (slow on CPUs without flush-to-zero); their taps are 0 anyway.
+            sq = tf.minimum(u * u, self._tap_limit)
+            support = tf.minimum(self._tap_limit - sq, 1.0)
             taps.append(tf.exp(sq * self._gauss_exponent) * (support * scale))
         return taps
 
