@@ -37,6 +37,7 @@ fake-quant and the int8 file's rounded bias (``ImageNormalizationQuantizeConfig`
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections.abc import Sequence
 
@@ -423,6 +424,38 @@ def _bn_fold(qat: keras.Model, name: str, inbound: dict[str, list[str]],
     return np.ones(channels, np.float32), np.zeros(channels, np.float32)
 
 
+@dataclasses.dataclass
+class _QuantizedConv:
+    """A quantized Conv2D / DepthwiseConv2D / Dense of a QAT model, as the converter folds it."""
+    wrapper: keras.layers.Layer  # tfmot's QuantizeWrapper
+    inner: keras.layers.Layer  # the wrapped conv
+    lo: tf.Variable  # the kernel's fake-quant range variables
+    hi: tf.Variable
+    input_scale: float
+    mult: np.ndarray  # [C] BN scale folded into the kernel (ones without a BN)
+    bias: np.ndarray  # [C] float64 folded bias (BN included)
+
+
+def _quantized_convs(qat: keras.Model, inbound: dict[str, list[str]]):
+    """Yields a ``_QuantizedConv`` per quantized conv whose kernel range and input scale
+    are known."""
+    for layer in qat.layers:
+        inner = getattr(layer, "layer", None)
+        if not isinstance(inner, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D,
+                                  keras.layers.Dense)):
+            continue
+        ranges = _range_vars(layer)
+        role = "depthwise_kernel" if "depthwise_kernel" in ranges else "kernel"
+        in_scale = _input_scale(qat, layer.name, inbound)
+        if role not in ranges or not in_scale:
+            continue
+        lo, hi = ranges[role]
+        channels = int(inner.bias.shape[0]) if inner.use_bias else int(np.size(hi.numpy()))
+        mult, offset = _bn_fold(qat, layer.name, inbound, channels)
+        bias = (inner.bias.numpy() if inner.use_bias else 0.0) * mult + offset
+        yield _QuantizedConv(layer, inner, lo, hi, in_scale, mult, bias.astype(np.float64))
+
+
 def fit_biases_to_int32(qat: keras.Model) -> list[dict]:
     """Widens conv weight ranges wherever the int8 file's int32 bias would not fit.
 
@@ -441,29 +474,13 @@ def fit_biases_to_int32(qat: keras.Model) -> list[dict]:
         One dict per widened layer: {"layer", "channels" (how many), "max_factor" (range
         growth), "input_scale"}; also logged as a warning.
     """
-    inbound = _inbound_names(qat)
     widened = []
-    for layer in qat.layers:
-        inner = getattr(layer, "layer", None)
-        if not isinstance(inner, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D,
-                                  keras.layers.Dense)):
-            continue
-        ranges = _range_vars(layer)
-        role = "depthwise_kernel" if "depthwise_kernel" in ranges else "kernel"
-        if role not in ranges:
-            continue
-        in_scale = _input_scale(qat, layer.name, inbound)
-        if not in_scale:
-            continue
-        lo_var, hi_var = ranges[role]
+    for conv in _quantized_convs(qat, _inbound_names(qat)):
+        inner, lo_var, hi_var, in_scale = conv.inner, conv.lo, conv.hi, conv.input_scale
         hi = np.abs(np.reshape(hi_var.numpy(), -1)).astype(np.float64)
-        channels = int(inner.bias.shape[0]) if inner.use_bias else None
-        mult, offset = _bn_fold(qat, layer.name, inbound, channels or hi.size)
-        bias = (inner.bias.numpy() if inner.use_bias else 0.0) * mult + offset
+        need = np.abs(conv.bias) / np.maximum(np.abs(conv.mult), 1e-30)
         if hi.size == 1:  # per-tensor weights: one range for every channel
-            need = np.max(np.abs(bias) / np.maximum(np.abs(mult), 1e-30))
-        else:
-            need = np.abs(bias) / np.maximum(np.abs(mult), 1e-30)
+            need = np.max(need)
         need = 127.0 * need / (BIAS_INT32_HEADROOM * INT32_MAX * in_scale)
         grow = need > hi
         if not np.any(grow):
@@ -487,27 +504,16 @@ def _conv_bias_grids(qat: keras.Model):
     input_scale * weight_scale'[c]. The variable to shift is the BN's beta where a BN folds
     into the conv, else the conv's own bias (None when the layer has neither)."""
     inbound = _inbound_names(qat)
-    for layer in qat.layers:
-        inner = getattr(layer, "layer", None)
-        if not isinstance(inner, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D,
-                                  keras.layers.Dense)):
-            continue
-        ranges = _range_vars(layer)
-        role = "depthwise_kernel" if "depthwise_kernel" in ranges else "kernel"
-        in_scale = _input_scale(qat, layer.name, inbound)
-        if role not in ranges or not in_scale:
-            continue
-        hi = np.abs(np.reshape(ranges[role][1].numpy(), -1)).astype(np.float64)
-        channels = int(inner.bias.shape[0]) if inner.use_bias else hi.size
-        mult, offset = _bn_fold(qat, layer.name, inbound, channels)
-        bias = (inner.bias.numpy() if inner.use_bias else 0.0) * mult + offset
+    for conv in _quantized_convs(qat, inbound):
+        layer, inner = conv.wrapper, conv.inner
+        hi = np.abs(np.reshape(conv.hi.numpy(), -1)).astype(np.float64)
         consumers = [n for n, srcs in inbound.items() if layer.name in srcs]
         bn = getattr(qat.get_layer(consumers[0]), "layer", None) if len(consumers) == 1 else None
         target = bn.beta if isinstance(bn, keras.layers.BatchNormalization) and bn.center \
             else (inner.bias if inner.use_bias and not isinstance(
                 bn, keras.layers.BatchNormalization) else None)
-        yield inner, target, bias.astype(np.float64), \
-            in_scale * (hi / 127.0) * np.abs(mult).astype(np.float64)
+        yield inner, target, conv.bias, \
+            conv.input_scale * (hi / 127.0) * np.abs(conv.mult).astype(np.float64)
 
 
 def snap_biases_to_int32_grid(qat: keras.Model) -> int:
