@@ -89,6 +89,7 @@ def convert_dropin(body: keras.Model, int8: str,
     if calibration_images is None:
         raise ValueError("the drop-in conversion needs calibration images (eval crops)")
     if quantized:
+        convert_lib.match_qat_biases_to_file(body)  # as convert() does for int8_qat files
         return _convert_qat(build_dropin_model(body))
     return _convert_selective(build_dropin_model(body), calibration_images)
 

@@ -32,6 +32,15 @@ def representative_dataset(images: np.ndarray) -> Callable[[], Iterable[list[np.
     return gen
 
 
+def match_qat_biases_to_file(model: keras.Model) -> None:
+    """Before converting a QAT model: widens weight ranges whose int32 bias would not fit
+    (``quantization.fit_biases_to_int32``) and moves folded biases onto the file's int32 grid
+    (``quantization.snap_biases_to_int32_grid``). Persistent (not undone): the Keras QAT model
+    must keep computing what the file does."""
+    quantization.fit_biases_to_int32(model)
+    quantization.snap_biases_to_int32_grid(model)
+
+
 def convert(
     model: keras.Model,
     fmt: str,
@@ -66,9 +75,7 @@ def convert(
     if fmt != "int8_qat" and quantized:
         raise ValueError(f"{fmt} needs the float model, but {model.name} is a QAT model")
     if fmt == "int8_qat":
-        # Persistent (not undone): the Keras QAT model must keep computing what the file does.
-        quantization.fit_biases_to_int32(model)
-        quantization.snap_biases_to_int32_grid(model)
+        match_qat_biases_to_file(model)
         with distinct_uniform_biases(model):
             return _converter(model, fmt, calibration_images, input_type, output_type).convert()
     return _converter(model, fmt, calibration_images, input_type, output_type).convert()
