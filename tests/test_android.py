@@ -239,7 +239,7 @@ def test_app_pipeline_matches_python_decode(dropin):
         xy_app = xy_app - 0.5  # the app's edge-based pixels -> pixel centres
         px_per_hm = snapped.size / SIZE * 4
         refs = []
-        for hm in (interp.get_tensor(hm_index),
+        for hm in (android.read_heatmaps(interp, hm_index),
                    dropin["body"](image[None].astype(np.float32)).numpy()):
             coords, _ = decode_heatmaps(hm, "dark")
             crop_xy = heatmap_to_crop(coords[0], 4)

@@ -44,7 +44,8 @@ INT8_MODES = ("qat", "ptq")
 FORBIDDEN_OPS = frozenset({"ARG_MAX", "ARG_MIN", "GATHER", "GATHER_ND", "FLOOR_DIV",
                            "FLOOR_MOD", "CAST", "TOPK_V2", "CUSTOM"})
 # Float ops the in-graph decode may use (see decode_layer's docstring).
-DECODE_OPS = frozenset({"DEQUANTIZE", "MAX_POOL_2D", "AVERAGE_POOL_2D", "RESIZE_BILINEAR",
+DECODE_OPS = frozenset({"DEQUANTIZE", "TRANSPOSE", "MAX_POOL_2D", "AVERAGE_POOL_2D",
+                        "RESIZE_BILINEAR",
                         "SUB", "ADD", "MUL", "DIV", "RELU", "RELU_N1_TO_1", "MAXIMUM",
                         "MINIMUM", "EXP", "LOG", "RESHAPE", "CONCATENATION"})
 OUTPUT_LAYOUT = "[1, 1, 17, 3]: (y, x, score) per COCO keypoint; y, x in [0, 1] of the input"
@@ -270,14 +271,29 @@ def write_assets(out_dir: str, data: bytes, int8: str, source_model: str,
 
 
 def heatmap_tensor_index(interp) -> int:
-    """Index of the float heatmaps [1, h, w, K] in a drop-in's interpreter: the output of the
-    DEQUANTIZE that reads the int8 LOGISTIC (a QAT file also dequantizes row maxima)."""
+    """Index of the int8 heatmaps [1, h, h, K] in a drop-in's interpreter: the largest int8
+    op output of that shape (the body's last op; the decode reads it through DEQUANTIZE ops,
+    a QAT file after an int8 TRANSPOSE or row maximum). Read it with ``read_heatmaps``."""
     tensors = {t["index"]: t for t in interp.get_tensor_details()}
     ops = interp._get_ops_details()  # the public API has no op list
-    candidates = [int(op["outputs"][0]) for op in ops if op["op_name"] == "DEQUANTIZE"]
+    k = len(COCO_KEYPOINT_NAMES)
+    candidates = [i for op in ops for i in op["outputs"]
+                  if i in tensors and tensors[i]["dtype"] == np.int8
+                  and len(tensors[i]["shape"]) == 4 and tensors[i]["shape"][3] == k
+                  and tensors[i]["shape"][1] == tensors[i]["shape"][2] > 1]
     if not candidates:
-        raise ValueError("the drop-in has no DEQUANTIZE: no int8 heatmaps to compare with")
-    return max(candidates, key=lambda i: int(np.prod(tensors[i]["shape"])))
+        raise ValueError(f"the drop-in has no int8 heatmaps [1, h, h, {k}] to compare with")
+    return int(max(candidates, key=lambda i: int(np.prod(tensors[i]["shape"]))))
+
+
+def read_heatmaps(interp, index: int) -> np.ndarray:
+    """The int8 heatmaps at ``index`` (after ``invoke``) as float [1, h, w, K]."""
+    detail = next(t for t in interp.get_tensor_details() if t["index"] == index)
+    scale, zero_point = detail["quantization"]
+    values = interp.get_tensor(index)
+    if values.dtype == np.float32:
+        return values
+    return (values.astype(np.float32) - zero_point) * np.float32(scale)
 
 
 def decode_parity(dropin_path: str, crops: np.ndarray) -> dict:
@@ -305,7 +321,7 @@ def decode_parity(dropin_path: str, crops: np.ndarray) -> dict:
         interp.set_tensor(inp["index"], np.clip(np.round(crop), 0, 255)[None].astype(np.uint8))
         interp.invoke()
         kp = interp.get_tensor(out["index"])[0, 0]  # [K, 3]
-        hm = interp.get_tensor(hm_index)  # [1, h, w, K] float
+        hm = read_heatmaps(interp, hm_index)  # [1, h, w, K]
         h, w = hm.shape[1:3]
         ref, scores = decode_heatmaps(hm, "dark")
         u, v = kp[:, 1] * w - 0.5, kp[:, 0] * h - 0.5
