@@ -45,9 +45,8 @@ FORBIDDEN_OPS = frozenset({"ARG_MAX", "ARG_MIN", "GATHER", "GATHER_ND", "FLOOR_D
                            "FLOOR_MOD", "CAST", "TOPK_V2", "CUSTOM"})
 # Float ops the in-graph decode may use (see decode_layer's docstring).
 DECODE_OPS = frozenset({"DEQUANTIZE", "TRANSPOSE", "MAX_POOL_2D", "AVERAGE_POOL_2D",
-                        "RESIZE_BILINEAR",
-                        "SUB", "ADD", "MUL", "DIV", "RELU", "RELU_N1_TO_1", "MAXIMUM",
-                        "MINIMUM", "EXP", "LOG", "RESHAPE", "CONCATENATION"})
+                        "RESIZE_BILINEAR", "SUB", "ADD", "MUL", "DIV", "RELU", "RELU_N1_TO_1",
+                        "MAXIMUM", "MINIMUM", "EXP", "LOG", "RESHAPE", "CONCATENATION"})
 OUTPUT_LAYOUT = "[1, 1, 17, 3]: (y, x, score) per COCO keypoint; y, x in [0, 1] of the input"
 
 
@@ -290,10 +289,7 @@ def read_heatmaps(interp, index: int) -> np.ndarray:
     """The int8 heatmaps at ``index`` (after ``invoke``) as float [1, h, w, K]."""
     detail = next(t for t in interp.get_tensor_details() if t["index"] == index)
     scale, zero_point = detail["quantization"]
-    values = interp.get_tensor(index)
-    if values.dtype == np.float32:
-        return values
-    return (values.astype(np.float32) - zero_point) * np.float32(scale)
+    return (interp.get_tensor(index).astype(np.float32) - zero_point) * np.float32(scale)
 
 
 def decode_parity(dropin_path: str, crops: np.ndarray) -> dict:
