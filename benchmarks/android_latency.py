@@ -20,7 +20,7 @@ import tempfile
 import numpy as np
 from absl import app, flags
 
-from fptflite.tflite.benchmark import time_tflite
+from fptflite.tflite.benchmark import compare_latency
 
 _DROPIN = flags.DEFINE_string("dropin", None, "The drop-in .tflite (keypoint output).")
 _HEATMAP = flags.DEFINE_string("heatmap", None, "The same body's heatmap-output int8 .tflite.")
@@ -31,17 +31,6 @@ _NUM_CALIB = flags.DEFINE_integer("num_calibration", 8, "Random calibration crop
 _THREADS = flags.DEFINE_list("threads", ["2", "4"], "Thread counts.")
 _RUNS = flags.DEFINE_integer("runs", 50, "Timed invocations per round.")
 _ROUNDS = flags.DEFINE_integer("rounds", 4, "Alternating rounds per file.")
-
-
-def measure(dropin: str, heatmap: str, threads: int, runs: int, rounds: int) -> dict:
-    """Median ms of each file over ``rounds`` alternating rounds of ``runs`` invocations."""
-    samples = {"heatmap": [], "dropin": []}
-    for _ in range(rounds):
-        for key, path in (("heatmap", heatmap), ("dropin", dropin)):
-            samples[key].append(time_tflite(path, threads, warmup=5, runs=runs))
-    med = {k: float(np.median(np.concatenate(v))) for k, v in samples.items()}
-    return {"threads": threads, **{f"{k}_ms": v for k, v in med.items()},
-            "overhead": med["dropin"] / med["heatmap"] - 1}
 
 
 def convert_random_body(name: str, size: int, num_calibration: int, out_dir: str
@@ -76,12 +65,12 @@ def main(argv):
             dropin, heatmap = _DROPIN.value, _HEATMAP.value
         else:
             raise app.UsageError("give --dropin and --heatmap, or --model")
-        rows = [measure(dropin, heatmap, int(t), _RUNS.value, _ROUNDS.value)
+        rows = [compare_latency(dropin, heatmap, int(t), _RUNS.value, _ROUNDS.value)
                 for t in _THREADS.value]
     print("| threads | heatmap int8 (ms) | drop-in with decode (ms) | decode adds |")
     print("|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['threads']} | {r['heatmap_ms']:.3f} | {r['dropin_ms']:.3f} | "
+        print(f"| {r['threads']} | {r['reference_ms']:.3f} | {r['ms']:.3f} | "
               f"{100 * r['overhead']:+.1f}% |")
     return 0
 

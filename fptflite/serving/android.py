@@ -344,7 +344,7 @@ def export_android(body: keras.Model, int8: str, out_dir: str, calibration_image
     Returns:
         The model card.
     """
-    from fptflite.tflite.benchmark import summarize_ms, time_tflite
+    from fptflite.tflite.benchmark import compare_latency
 
     work_dir = work_dir or out_dir
     os.makedirs(work_dir, exist_ok=True)
@@ -364,11 +364,10 @@ def export_android(body: keras.Model, int8: str, out_dir: str, calibration_image
         parity = decode_parity(path, calibration_images[:64])
         latency = {}
         for n in threads:
-            drop = summarize_ms(time_tflite(path, n))["median_ms"]
-            ref = summarize_ms(time_tflite(heatmap_path, n))["median_ms"]
-            latency[f"{n}_threads"] = {"dropin_ms": round(drop, 3),
-                                       "heatmap_int8_ms": round(ref, 3),
-                                       "decode_overhead": round(drop / ref - 1, 4)}
+            timed = compare_latency(path, heatmap_path, n)
+            latency[f"{n}_threads"] = {"dropin_ms": round(timed["ms"], 3),
+                                       "heatmap_int8_ms": round(timed["reference_ms"], 3),
+                                       "decode_overhead": round(timed["overhead"], 4)}
     print(f"in-graph vs Python DARK decode on {parity['num_crops']} crops: mean "
           f"{parity['mean_px']:.4f} px, max {parity['max_px']:.4f} px (heatmap pixels)",
           flush=True)
