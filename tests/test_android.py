@@ -190,7 +190,8 @@ def dropin(tmp_path_factory):
     assets = os.path.join(root, "assets")
     card = android.export_android(body, "ptq", assets, calib, source, os.path.join(root, "w"),
                                   threads=(2,))
-    return {"assets": assets, "card": card, "frames": frames, "body": body}
+    return {"assets": assets, "card": card, "frames": frames, "body": body, "calib": calib,
+            "root": root}
 
 
 @pytest.mark.slow
@@ -263,3 +264,22 @@ def test_export_refuses_a_failing_file_and_leaves_no_assets(dropin, tmp_path):
     with pytest.raises(ValueError, match="TFLite"):
         android.write_assets(out, b"TFL3 not a model", "ptq", "x.keras")
     assert not os.path.exists(os.path.join(out, android.DROPIN_FILENAME))
+
+
+@pytest.mark.slow
+def test_qat_dropin_keeps_contract_and_decode(dropin):
+    """The QAT path (what make demo ships when QAT wins): the converter keeps the heatmap
+    TRANSPOSE and row maxima in int8; the audit passes and the in-graph decode equals the
+    Python decode of the file's own int8 heatmaps."""
+    from fptflite import quantization
+
+    qat = quantization.quantize(dropin["body"], dropin["calib"])
+    path = os.path.join(dropin["root"], "qat_" + android.DROPIN_FILENAME)
+    with open(path, "wb") as f:
+        f.write(android.convert_dropin(qat, "qat", dropin["calib"]))
+    report = android.audit_dropin(path)
+    assert report["passed"], report["problems"]
+    assert "TRANSPOSE" in report["ops"]
+    parity = android.decode_parity(path, dropin["calib"])
+    print(f"QAT drop-in: in-graph vs Python DARK {parity}")
+    assert parity["mean_px"] < 1e-4 and parity["max_px"] < 1e-3 and parity["max_score_diff"] == 0
