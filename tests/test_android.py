@@ -282,4 +282,5 @@ def test_qat_dropin_keeps_contract_and_decode(dropin):
     assert "TRANSPOSE" in report["ops"]
     parity = android.decode_parity(path, dropin["calib"])
     print(f"QAT drop-in: in-graph vs Python DARK {parity}")
-    assert parity["mean_px"] < 1e-4 and parity["max_px"] < 1e-3 and parity["max_score_diff"] == 0
+    # measured: mean 2.5e-6, max 8.6e-6 px (DARK in float32 vs float64); the same pixel always
+    assert parity["mean_px"] < 1e-5 and parity["max_px"] < 1e-4 and parity["max_score_diff"] == 0
