@@ -83,6 +83,18 @@ def test_sigmoid_output_has_tflite_logistic_steps(tiny):
     assert out.min() >= 0 and out.max() <= 255 / 256 + 1e-6
 
 
+def test_file_input_pixels_round_like_the_qat_input_fake_quant(tiny):
+    # Bilinear eval crops hold exact ties; np.round would give 0, 2, 2, 128, 254.
+    pixels = np.array([0.5, 1.5, 2.5, 127.5, 254.5, 3.49, 3.51], np.float32)
+    want = [1, 2, 3, 128, 255, 3, 4]
+    fake_quant = tf.quantization.fake_quant_with_min_max_vars(
+        pixels, *quantization.INPUT_PIXEL_RANGE, num_bits=8).numpy()
+    assert fake_quant.tolist() == want
+    predictor = TFLitePredictor(tiny["files"]["int8_qat"])
+    crop = np.broadcast_to(pixels[:, None, None, None], (7, *SIZE, 3))
+    assert predictor.quantize_input(crop)[:, 0, 0, 0].tolist() == want
+
+
 def _check_calibrated(lo, hi, act):
     """[lo, hi] is the float activation's min/max, nudged so that 0 is on the int8 grid."""
     step = (hi - lo) / 255

@@ -9,6 +9,17 @@ import numpy as np
 from fptflite.tflite.audit import load_interpreter
 
 
+def round_half_away_from_zero(values: np.ndarray) -> np.ndarray:
+    """Rounds to the nearest integer, ties away from zero: TFLite's QUANTIZE (std::round) and,
+    on non-negative values such as pixels, the QAT model's input fake-quant (floor(x + 0.5)).
+
+    ``np.round`` rounds ties to even instead. Eval crops are bilinear warps, so some pixels are
+    exact ties (x.5); rounding them differently from the Keras QAT model seeds differences
+    that grow through every layer of a Keras-vs-file comparison.
+    """
+    return np.sign(values) * np.floor(np.abs(values) + 0.5)
+
+
 class TFLitePredictor:
     """Predictor ``(images [B, H, W, 3] float 0..255, indices) -> heatmaps [B, h, w, K]``.
 
@@ -54,7 +65,8 @@ class TFLitePredictor:
             return images.astype(np.float32)
         scale, zero = self._in["quantization"]
         info = np.iinfo(dtype)
-        return np.clip(np.round(images / scale + zero), info.min, info.max).astype(dtype)
+        return np.clip(round_half_away_from_zero(images / scale + zero), info.min,
+                       info.max).astype(dtype)
 
     def dequantize_output(self, raw: np.ndarray) -> np.ndarray:
         if self._out["dtype"] == np.float32:
