@@ -18,6 +18,12 @@ registry subclass, QuantizeConfigs and quantizers) closes them:
   1/256, zero point -128, i.e. values k/256 for k = 0..255. tfmot puts no fake-quant after a
   sigmoid; here it gets a fixed one on [0, 255/256] (256 steps of 1/256).
 
+* **The sigmoid's input.** Logits below logit(0.5/256) or above logit(254.5/256) give the
+  same int8 LOGISTIC output as those limits, so a logit range wider than that only coarsens
+  the int8 grid near the peaks (on the demo model the head conv's calibrated range
+  [-20.9, 2.7] gave 0.093 logit steps, about 6 output steps each at p = 0.5).
+  ``SigmoidLogitQuantizer`` clips the conv's output range to ``SIGMOID_LOGIT_RANGE`` (those
+  limits plus a quarter of margin each), in training and in the file alike.
 * **int32 biases.** A conv's bias is stored in int32 at scale input_scale * weight_scale;
   where a collapsed activation range makes that product tiny, the converter saturates the
   bias. ``fit_biases_to_int32`` widens such channels' weight ranges as TFLite's
@@ -62,6 +68,13 @@ LOGISTIC_OUTPUT_SCALE = 1.0 / 256.0
 LOGISTIC_OUTPUT_RANGE = (0.0, 255.0 / 256.0)
 # The model input is RGB pixels; its int8 tensor covers them exactly (scale 1).
 INPUT_PIXEL_RANGE = (0.0, 255.0)
+# Logits outside this range reach the same LOGISTIC output as its ends: below
+# logit(0.5 / 256) the output rounds to 0, above logit(254.5 / 256) to 255/256 (the last
+# step). 0.25 of margin keeps the fake-quant's nudged ends outside the rounding thresholds.
+SIGMOID_LOGIT_RANGE = (
+    -math.log((1.0 - 0.5 * LOGISTIC_OUTPUT_SCALE) / (0.5 * LOGISTIC_OUTPUT_SCALE)) - 0.25,
+    math.log((1.0 - 1.5 * LOGISTIC_OUTPUT_SCALE) / (1.5 * LOGISTIC_OUTPUT_SCALE)) + 0.25,
+)
 
 
 @keras.utils.register_keras_serializable(package="fptflite")
@@ -140,6 +153,50 @@ class DepthwiseConvQuantizeConfig(_registry.Default8BitConvQuantizeConfig):
 
 
 @keras.utils.register_keras_serializable(package="fptflite")
+class SigmoidLogitQuantizer(_q.quantizers.MovingAverageQuantizer):
+    """8-bit per-tensor fake-quant of the logits a sigmoid takes, its range clipped to
+    ``SIGMOID_LOGIT_RANGE``.
+
+    The range variables keep tfmot's moving average of the observed range (training) or the
+    calibrated one; the fake-quant (and hence the converter, which folds the clip into the
+    constant range of the FakeQuant op) uses their intersection with ``SIGMOID_LOGIT_RANGE``.
+    Clipped logits lose nothing: the int8 LOGISTIC maps every logit beyond a limit to the
+    limit's output.
+    """
+
+    def __init__(self, num_bits: int = 8, per_axis: bool = False, symmetric: bool = False,
+                 narrow_range: bool = False):
+        if num_bits != 8 or per_axis or symmetric or narrow_range:
+            raise ValueError("SigmoidLogitQuantizer is 8-bit asymmetric per tensor (TFLite's "
+                             "int8 activations)")
+        super().__init__(num_bits=8, per_axis=False, symmetric=False, narrow_range=False)
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        if training:  # moves the range variables by tfmot's moving average; output unused
+            super().__call__(inputs, training, weights, **kwargs)
+        lo, hi = clipped_logit_range(weights["min_var"], weights["max_var"])
+        return tf.quantization.fake_quant_with_min_max_vars(inputs, lo, hi, num_bits=8,
+                                                            narrow_range=False)
+
+
+def clipped_logit_range(lo, hi):
+    """The range ``SigmoidLogitQuantizer`` fake-quantizes with: [lo, hi] within
+    ``SIGMOID_LOGIT_RANGE`` (tensors or floats)."""
+    return (tf.maximum(lo, SIGMOID_LOGIT_RANGE[0]), tf.minimum(hi, SIGMOID_LOGIT_RANGE[1]))
+
+
+@keras.utils.register_keras_serializable(package="fptflite")
+class SigmoidLogitConvQuantizeConfig(_registry.Default8BitConvQuantizeConfig):
+    """tfmot's Conv2D config for the conv whose output a sigmoid takes (through pass-through
+    layers such as DepthToSpace): its output fake-quant is ``SigmoidLogitQuantizer``."""
+
+    def __init__(self, weight_attrs=("kernel",), activation_attrs=("activation",),
+                 quantize_output=False):
+        super().__init__(list(weight_attrs), list(activation_attrs), quantize_output)
+        self.activation_quantizer = SigmoidLogitQuantizer()
+
+
+@keras.utils.register_keras_serializable(package="fptflite")
 class LogisticQuantizeConfig(_registry.Default8BitActivationQuantizeConfig):
     """tfmot's Activation config, plus TFLite's fixed 1/256-step output after a sigmoid."""
 
@@ -194,6 +251,8 @@ _SCOPE_OBJECTS = {
     "DepthwisePerChannelQuantizer": DepthwisePerChannelQuantizer,
     "DepthwiseConvQuantizeConfig": DepthwiseConvQuantizeConfig,
     "LogisticQuantizeConfig": LogisticQuantizeConfig,
+    "SigmoidLogitQuantizer": SigmoidLogitQuantizer,
+    "SigmoidLogitConvQuantizeConfig": SigmoidLogitConvQuantizeConfig,
 }
 
 
@@ -208,7 +267,31 @@ def is_quantized(model: keras.Model) -> bool:
                or type(layer).__name__ == "QuantizeLayer" for layer in model.layers)
 
 
-def _annotate(layer: keras.layers.Layer) -> keras.layers.Layer:
+def sigmoid_logit_convs(model: keras.Model) -> set[str]:
+    """Names of the Conv2D layers (linear activation) whose output a sigmoid ``Activation``
+    takes, directly or through pass-through layers (``DepthToSpace``)."""
+    inbound = _inbound_names(model)
+    found = set()
+    for layer in model.layers:
+        if not (isinstance(layer, keras.layers.Activation)
+                and layer.activation is keras.activations.sigmoid):
+            continue
+        sources = inbound.get(layer.name, [])
+        while len(sources) == 1 and isinstance(model.get_layer(sources[0]), DepthToSpace):
+            sources = inbound.get(sources[0], [])
+        if len(sources) != 1:
+            continue
+        producer = model.get_layer(sources[0])
+        if type(producer) is keras.layers.Conv2D \
+                and producer.activation is keras.activations.linear:
+            found.add(producer.name)
+    return found
+
+
+def _annotate(layer: keras.layers.Layer, logit_convs: frozenset = frozenset()
+              ) -> keras.layers.Layer:
+    if layer.name in logit_convs:
+        return _q.quantize_annotate_layer(layer, SigmoidLogitConvQuantizeConfig())
     for cls, config in CUSTOM_QUANTIZE_CONFIGS.items():
         if isinstance(layer, cls):
             return _q.quantize_annotate_layer(layer, config())
@@ -241,7 +324,9 @@ def quantize(float_model: keras.Model, calibration_images: np.ndarray | None = N
                          "the float model it was trained from")
     if calibration_images is not None and len(calibration_images) == 0:
         raise ValueError("the calibration set is empty: QAT ranges start from eval crops")
-    annotated = keras.models.clone_model(float_model, clone_function=_annotate)
+    logit_convs = frozenset(sigmoid_logit_convs(float_model))
+    annotated = keras.models.clone_model(
+        float_model, clone_function=lambda layer: _annotate(layer, logit_convs))
     annotated.set_weights(float_model.get_weights())
     with quantize_scope():
         qat = _q.quantize_apply(annotated, scheme=ConverterMatchedQuantizeScheme())

@@ -83,6 +83,36 @@ def test_sigmoid_output_has_tflite_logistic_steps(tiny):
     assert out.min() >= 0 and out.max() <= 255 / 256 + 1e-6
 
 
+def _logistic_input_quantization(path):
+    """(scale, zero point) of the int8 tensor the file's LOGISTIC takes."""
+    interp = TFLitePredictor(path).interpreter
+    details = {d["index"]: d for d in interp.get_tensor_details()}
+    (op,) = [op for op in interp._get_ops_details() if op["op_name"] == "LOGISTIC"]
+    scale, zero = details[op["inputs"][0]]["quantization"]
+    return scale, zero
+
+
+def test_sigmoid_logits_are_clipped_to_where_logistic_output_changes(tiny):
+    lo_lim, hi_lim = quantization.SIGMOID_LOGIT_RANGE
+    # Hand values: logit(0.5/256) = -ln 511, logit(254.5/256) = ln(254.5/1.5), 0.25 margin.
+    assert (lo_lim, hi_lim) == pytest.approx((-math.log(511) - 0.25, math.log(254.5 / 1.5) + 0.25))
+    # Every logit beyond a limit gives that limit's LOGISTIC output (0 and 255 steps of 1/256).
+    for limit, steps in ((lo_lim, 0), (hi_lim, 255)):
+        for nudge in (-0.05, 0.05):  # the fake-quant's ends move by at most half a step
+            assert min(round(256 / (1 + math.exp(-(limit + nudge)))), 255) == steps
+    layer = _layer(tiny["qat"], "head_conv")
+    assert isinstance(layer.quantize_config, quantization.SigmoidLogitConvQuantizeConfig)
+    lo, hi = _var(layer, "post_activation_min"), _var(layer, "post_activation_max")
+    assert lo < lo_lim - 1 and hi > hi_lim + 1  # the calibrated logits reach past both limits
+    scale, zero = _logistic_input_quantization(tiny["files"]["int8_qat"])
+    # The file's logits cover the clipped range: 255 steps of (hi_lim - lo_lim) / 255.
+    assert scale * 255 == pytest.approx(hi_lim - lo_lim, abs=scale)
+    assert -128 + (0 - lo_lim) / scale == pytest.approx(zero, abs=1)
+    # The PTQ file calibrates the same logits without the clip.
+    ptq_scale, _ = _logistic_input_quantization(tiny["files"]["int8_ptq"])
+    assert ptq_scale > 1.5 * scale
+
+
 def test_file_input_pixels_round_like_the_qat_input_fake_quant(tiny):
     # Bilinear eval crops hold exact ties; np.round would give 0, 2, 2, 128, 254.
     pixels = np.array([0.5, 1.5, 2.5, 127.5, 254.5, 3.49, 3.51], np.float32)
