@@ -174,15 +174,10 @@ class SigmoidLogitQuantizer(_q.quantizers.MovingAverageQuantizer):
     def __call__(self, inputs, training, weights, **kwargs):
         if training:  # moves the range variables by tfmot's moving average; output unused
             super().__call__(inputs, training, weights, **kwargs)
-        lo, hi = clipped_logit_range(weights["min_var"], weights["max_var"])
+        lo = tf.maximum(weights["min_var"], SIGMOID_LOGIT_RANGE[0])
+        hi = tf.minimum(weights["max_var"], SIGMOID_LOGIT_RANGE[1])
         return tf.quantization.fake_quant_with_min_max_vars(inputs, lo, hi, num_bits=8,
                                                             narrow_range=False)
-
-
-def clipped_logit_range(lo, hi):
-    """The range ``SigmoidLogitQuantizer`` fake-quantizes with: [lo, hi] within
-    ``SIGMOID_LOGIT_RANGE`` (tensors or floats)."""
-    return (tf.maximum(lo, SIGMOID_LOGIT_RANGE[0]), tf.minimum(hi, SIGMOID_LOGIT_RANGE[1]))
 
 
 @keras.utils.register_keras_serializable(package="fptflite")
