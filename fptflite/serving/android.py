@@ -33,6 +33,7 @@ from fptflite.serving import tflite_interface
 from fptflite.serving.decode_layer import HeatmapPeakDecode
 from fptflite.tflite import audit as audit_lib
 from fptflite.tflite import convert as convert_lib
+from fptflite.tflite.runner import round_half_away_from_zero
 from fptflite.utils.io import write_bytes_atomic, write_json_atomic
 
 DROPIN_FILENAME = "fasterpose_singlepose.tflite"
@@ -314,7 +315,8 @@ def decode_parity(dropin_path: str, crops: np.ndarray) -> dict:
     hm_index = heatmap_tensor_index(interp)
     dists, score_diffs = [], []
     for crop in crops:
-        interp.set_tensor(inp["index"], np.clip(np.round(crop), 0, 255)[None].astype(np.uint8))
+        interp.set_tensor(inp["index"],
+                          np.clip(round_half_away_from_zero(crop), 0, 255)[None].astype(np.uint8))
         interp.invoke()
         kp = interp.get_tensor(out["index"])[0, 0]  # [K, 3]
         hm = read_heatmaps(interp, hm_index)  # [1, h, w, K]
