@@ -9,9 +9,10 @@ size default to the .tflite sidecar's "evaluation" section, else the training co
 holds one batch of heatmaps and the decoded keypoints, whatever the number of boxes.
 
 With --compare_to (a float .keras or training dir) it writes a parity report: both APs, the
-AP delta, per-keypoint pixel error between the two models on the same crops, heatmap
-correlation and parity.png, and exits with status 1 (naming both APs) when the .tflite's AP
-is more than --max_ap_drop AP points (default 0.5) below the float model's.
+AP delta with its paired-bootstrap confidence interval over the images, per-keypoint pixel
+error between the two models on the same crops, heatmap correlation and parity.png, and
+exits with status 1 (naming both APs) when the .tflite's AP is more than --max_ap_drop AP
+points (default 0.5) below the float model's.
 """
 
 import os
@@ -22,7 +23,7 @@ from absl import app, flags
 
 import fptflite  # noqa: F401  (selects tf_keras before TensorFlow loads)
 from fptflite.data.coco import load_instances
-from fptflite.evaluation import coco_eval, parity
+from fptflite.evaluation import bootstrap, coco_eval, parity
 from fptflite.evaluation import defaults as eval_defaults
 from fptflite.tasks import trainer
 from fptflite.tflite import parity_gate
@@ -83,6 +84,10 @@ def main(argv):
     print(coco_eval.format_stats(rep["float_stats"], f"float model {path}"))
     print(coco_eval.format_stats(rep["stats"], f"{_TFLITE.value}"))
     print(parity.format_parity({os.path.basename(_TFLITE.value): rep}))
+    tables = bootstrap.load_match_tables(
+        _ANN.value, {"tflite": rep["results_file"], "float": rep["float_results_file"]})
+    print(bootstrap.format_difference(
+        "tflite", "float", bootstrap.paired_ap_difference(tables["tflite"], tables["float"])))
     print(f"parity report: {os.path.join(_OUT.value, 'parity.json')}, plot: "
           f"{os.path.join(_OUT.value, 'parity.png')}")
     try:

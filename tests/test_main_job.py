@@ -59,7 +59,7 @@ def _break_head_weight_scales(src: str, dst: str) -> None:
 
 
 @pytest.mark.slow
-def test_main_job_end_to_end(fit_data, tmp_path):
+def test_main_job_end_to_end(fit_data, tmp_path, capsys):
     from fptflite.data.coco import load_instances
     from fptflite.evaluation import parity
     from fptflite.models.io import load_model
@@ -89,7 +89,21 @@ def test_main_job_end_to_end(fit_data, tmp_path):
         assert on_disk["parity"][fmt]["heatmap_correlation"] >= 0.99
     best = max(on_disk["int8_qat_ap"], on_disk["int8_ptq_ap"])
     assert 100 * (on_disk["float_ap"] - best) <= TEST_MAX_AP_DROP
-    assert on_disk[f"{on_disk['shipped']['format']}_ap"] == best
+    # The bootstrap's full-set differences are pycocotools' APs; the shipped file is the
+    # better one beyond noise, else the one closer to the float keypoints.
+    diffs = on_disk["ap_differences"]
+    for fmt in ("int8_qat", "int8_ptq"):
+        assert diffs[f"{fmt} - float"]["delta_points"] == pytest.approx(
+            100 * (on_disk[f"{fmt}_ap"] - on_disk["float_ap"]), abs=1e-9)
+    qat_vs_ptq = diffs["int8_qat - int8_ptq"]
+    assert qat_vs_ptq["ci_low_points"] <= qat_vs_ptq["delta_points"] <= \
+        qat_vs_ptq["ci_high_points"]
+    if qat_vs_ptq["within_noise"]:
+        closer = min(("int8_qat", "int8_ptq"),
+                     key=lambda f: on_disk["parity"][f]["mean_keypoint_error_px"])
+        assert on_disk["shipped"]["format"] == closer
+    else:
+        assert on_disk[f"{on_disk['shipped']['format']}_ap"] == best
     # The Keras QAT simulation is the file that ships (same crops).
     fid = on_disk["int8_qat_fidelity"]
     # int8 arithmetic rounds where the simulation does not, and DARK's sub-pixel step moves
@@ -122,3 +136,24 @@ def test_main_job_end_to_end(fit_data, tmp_path):
         parity_gate.check_ap_drop(rep["reference_ap"], rep["candidate_ap"], TEST_MAX_AP_DROP,
                                   broken)
     assert np.isfinite(rep["candidate_ap"])
+
+    # The same gate from the command line (in process: absl flags, exit status, messages).
+    from absl import flags
+
+    from conversion import evaluate_tflite
+
+    ann = os.path.join(fit_data, "annotations", "person_keypoints_val.json")
+    base = ["evaluate_tflite", f"--tflite={shipped['path']}", f"--ann_file={ann}",
+            f"--image_dir={os.path.join(fit_data, 'images', 'val')}", "--num_threads=2",
+            f"--compare_to={out / 'float'}"]
+    for budget, status in ((-5.0, 1), (TEST_MAX_AP_DROP, 0)):
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS([*base, f"--max_ap_drop={budget}", f"--out_dir={tmp_path / str(budget)}"])
+        assert evaluate_tflite.main([]) == status
+        printed = capsys.readouterr()
+        assert "tflite - float: " in printed.out and "paired bootstrap over 6 images" in \
+            printed.out
+        ap_line = (f"AP {100 * on_disk[shipped['format'] + '_ap']:.2f} vs "
+                   f"{100 * on_disk['float_ap']:.2f} for {on_disk['float_model']}")
+        assert ap_line in (printed.err if status else printed.out)
+        assert ("parity FAILED" in printed.err) == bool(status)

@@ -240,12 +240,24 @@ def test_main_job_ships_the_int8_file_with_better_parity():
         return {"candidate_ap": ap, "reference_ap": 0.5, "ap_delta_points": 100 * (ap - 0.5),
                 "mean_keypoint_error_px": err}
 
-    fmt, why = choose_int8({"int8_qat": rep(0.49, 0.1), "int8_ptq": rep(0.50, 0.3)})
-    assert fmt == "int8_ptq" and "1.00 AP points better" in why
-    fmt, why = choose_int8({"int8_qat": rep(0.5004, 0.12), "int8_ptq": rep(0.5, 0.2)})
-    assert fmt == "int8_qat" and "keypoint error" in why
-    fmt, _ = choose_int8({"int8_qat": rep(0.5, 0.3), "int8_ptq": rep(0.5, 0.2)})
-    assert fmt == "int8_ptq"
+    def diff(delta, low, high):
+        return {"delta_points": delta, "ci_low_points": low, "ci_high_points": high,
+                "within_noise": low <= 0 <= high, "confidence": 0.95, "num_images": 150}
+
+    # Beyond noise, AP decides even against the keypoint error.
+    fmt, why = choose_int8({"int8_qat": rep(0.49, 0.1), "int8_ptq": rep(0.50, 0.3)},
+                           diff(-1.0, -1.6, -0.4))
+    assert fmt == "int8_ptq" and "better beyond noise" in why and "[-1.60, -0.40]" in why
+    fmt, _ = choose_int8({"int8_qat": rep(0.51, 0.3), "int8_ptq": rep(0.50, 0.1)},
+                         diff(1.0, 0.2, 1.7))
+    assert fmt == "int8_qat"
+    # The same 1-point AP gap within noise: the keypoint error decides.
+    fmt, why = choose_int8({"int8_qat": rep(0.51, 0.3), "int8_ptq": rep(0.50, 0.1)},
+                           diff(1.0, -0.3, 2.1))
+    assert fmt == "int8_ptq" and "within noise" in why and "keypoint error" in why
+    fmt, _ = choose_int8({"int8_qat": rep(0.5, 0.1), "int8_ptq": rep(0.5, 0.2)},
+                         diff(0.0, 0.0, 0.0))
+    assert fmt == "int8_qat"
 
 
 def test_bad_input_names_file_and_problem(tiny, tmp_path):

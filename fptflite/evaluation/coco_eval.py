@@ -25,6 +25,7 @@ from fptflite.utils.progress import ProgressCounter
 
 Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
 BatchCallback = Callable[[np.ndarray, Mapping[str, np.ndarray]], None]
+RESULTS_FILE = "keypoints_results.json"
 STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
 
 
@@ -230,13 +231,13 @@ def score_predictions(
     ann_file: str,
     out_dir: str | None = None,
 ) -> dict[str, float]:
-    """Rescoring, OKS-NMS and COCOeval of decoded predictions; writes
-    ``keypoints_results.json`` and ``metrics.json`` into ``out_dir`` if given."""
+    """Rescoring, OKS-NMS and COCOeval of decoded predictions; writes ``RESULTS_FILE`` and
+    ``metrics.json`` into ``out_dir`` if given."""
     results = to_coco_results(instances, pred["coords"], pred["scores"])
     stats = run_cocoeval(ann_file, results)
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
-        write_results(os.path.join(out_dir, "keypoints_results.json"), results)
+        write_results(os.path.join(out_dir, RESULTS_FILE), results)
         write_json_atomic(os.path.join(out_dir, "metrics.json"), stats)
     return stats
 

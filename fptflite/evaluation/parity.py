@@ -127,7 +127,7 @@ def evaluate_against_float(
     batch_size: int = 32,
     flip_test: bool = False,
     decode: str = "dark",
-    float_result: tuple[dict, dict] | None = None,
+    float_result: tuple[dict, dict, str] | None = None,
     label: str | None = None,
     progress: bool = True,
 ) -> dict:
@@ -140,8 +140,10 @@ def evaluate_against_float(
     correlation, but its stats and keypoints are taken from ``float_result``.
 
     Returns:
-        The parity report, plus "float_result" and "tflite_result" = (stats, predictions)
-        for reuse (pictures, further comparisons).
+        The parity report with the COCO result files of both models ("results_file",
+        "float_results_file", for ``bootstrap.load_match_tables``), plus "float_result" and
+        "tflite_result" = (stats, predictions, results file) for reuse (pictures, further
+        comparisons).
     """
     import os
 
@@ -157,20 +159,23 @@ def evaluate_against_float(
         batch_size, flip_test, decode, progress)
     pred = cands["tflite"]
     if float_result is None:
-        float_result = (coco_eval.score_predictions(instances, ref_pred, ann_file,
-                                                    os.path.join(out_dir, "float")), ref_pred)
+        float_dir = os.path.join(out_dir, "float")
+        float_result = (coco_eval.score_predictions(instances, ref_pred, ann_file, float_dir),
+                        ref_pred, os.path.join(float_dir, coco_eval.RESULTS_FILE))
     del ref_pred
     stats = coco_eval.score_predictions(instances, pred, ann_file, out_dir)
     report = parity_report(float_result[1], pred, float_result[0], stats,
                            correlation=corr["tflite"])
     report["tflite"] = tflite_path
+    report["results_file"] = os.path.join(out_dir, coco_eval.RESULTS_FILE)
+    report["float_results_file"] = float_result[2]
     report["stats"] = stats
     report["float_stats"] = float_result[0]
     write_json_atomic(os.path.join(out_dir, "parity.json"), report)
     visualization.parity_plot({label or os.path.basename(tflite_path): report},
                               os.path.join(out_dir, "parity.png"))
     report["float_result"] = float_result
-    report["tflite_result"] = (stats, pred)
+    report["tflite_result"] = (stats, pred, report["results_file"])
     return report
 
 

@@ -13,7 +13,7 @@ from absl import logging
 
 from fptflite import quantization, visualization
 from fptflite.data.coco import load_instances
-from fptflite.evaluation import parity
+from fptflite.evaluation import bootstrap, parity
 from fptflite.models.io import load_model, model_file_extension
 from fptflite.tasks import configs, trainer
 from fptflite.tflite import convert as convert_lib
@@ -23,9 +23,7 @@ from fptflite.tflite.export import export_formats
 from fptflite.utils.io import atomic_path, write_bytes_atomic, write_json_atomic
 
 INT8_FORMATS = ("int8_qat", "int8_ptq")
-# APs closer than this (points) count as a tie; the keypoint error against the float model
-# on the same crops then decides.
-AP_TIE_POINTS = 0.1
+QAT_MINUS_PTQ = "int8_qat - int8_ptq"
 
 
 @dataclasses.dataclass
@@ -104,8 +102,11 @@ def run(opts: MainJobOptions) -> dict:
     timings["evaluate_s"] = time.time() - t
     timings["total_s"] = time.time() - t_start
 
-    float_stats, float_pred = float_result
-    shipped_fmt, reason = choose_int8(reports)
+    float_stats, float_pred, float_results_file = float_result
+    differences = ap_differences(paths["val_ann"], reports, float_results_file)
+    for name, d in differences.items():
+        print(bootstrap.format_difference(*name.split(" - "), d), flush=True)
+    shipped_fmt, reason = choose_int8(reports, differences[QAT_MINUS_PTQ])
     shipped_path = exported[shipped_fmt]["path"]
     verdict, passed = parity_verdict(float_stats["AP"], reports[shipped_fmt]["candidate_ap"],
                                      opts.max_ap_drop, shipped_path)
@@ -134,6 +135,7 @@ def run(opts: MainJobOptions) -> dict:
         "shipped": {"format": shipped_fmt, "path": shipped_path, "reason": reason,
                     "max_ap_drop_points": opts.max_ap_drop, "parity_passed": passed,
                     "verdict": verdict},
+        "ap_differences": differences,
         "int8_qat_fidelity": exported["int8_qat"].get("fidelity"),
         "qat_recipe": {"epochs": opts.qat_epochs, "learning_rate": qat_lr},
         "float_stats": float_stats,
@@ -181,28 +183,48 @@ def train_qat(cfg, float_path: str, qat_dir: str, opts: MainJobOptions
     return path, None
 
 
-def choose_int8(reports: dict[str, dict]) -> tuple[str, str]:
-    """Picks the int8 file to ship: the one whose AP is closer to (or above) the float
-    model's; when the two APs are within ``AP_TIE_POINTS``, the one whose keypoints are
-    closer to the float model's on the same crops.
+def ap_differences(ann_file: str, reports: dict[str, dict], float_results_file: str
+                   ) -> dict[str, dict]:
+    """Paired-bootstrap AP differences (``bootstrap.paired_ap_difference``) between the two
+    int8 files and of each against the float model, on the images they were scored on.
+
+    Returns:
+        {"int8_qat - int8_ptq", "int8_qat - float", "int8_ptq - float"} -> difference dict.
+    """
+    files = {f: reports[f]["results_file"] for f in INT8_FORMATS}
+    tables = bootstrap.load_match_tables(ann_file, {**files, "float": float_results_file})
+    pairs = [INT8_FORMATS, (INT8_FORMATS[0], "float"), (INT8_FORMATS[1], "float")]
+    return {f"{a} - {b}": bootstrap.paired_ap_difference(tables[a], tables[b])
+            for a, b in pairs}
+
+
+def choose_int8(reports: dict[str, dict], qat_minus_ptq: dict) -> tuple[str, str]:
+    """Picks the int8 file to ship: the one with the better AP when the difference is beyond
+    noise (its bootstrap interval excludes 0); otherwise the one whose keypoints are closer
+    to the float model's on the same crops.
 
     Args:
         reports: parity reports (``parity.evaluate_against_float``) keyed by format, with
             both ``INT8_FORMATS``.
+        qat_minus_ptq: ``bootstrap.paired_ap_difference`` of the QAT file against the PTQ
+            file.
 
     Returns:
         (format, the reason in words, with the measured numbers).
     """
     qat, ptq = (reports[f] for f in INT8_FORMATS)
-    diff = qat["ap_delta_points"] - ptq["ap_delta_points"]
     aps = (f"AP {100 * qat['candidate_ap']:.2f} (int8_qat) vs {100 * ptq['candidate_ap']:.2f} "
            f"(int8_ptq), float {100 * qat['reference_ap']:.2f}")
-    if abs(diff) > AP_TIE_POINTS:
-        best = INT8_FORMATS[0] if diff > 0 else INT8_FORMATS[1]
-        return best, f"{aps}: {best} is {abs(diff):.2f} AP points better"
+    d = qat_minus_ptq
+    interval = (f"difference {d['delta_points']:+.2f} points, {100 * d['confidence']:.0f}% "
+                f"CI [{d['ci_low_points']:+.2f}, {d['ci_high_points']:+.2f}] over "
+                f"{d['num_images']} images")
+    if not d["within_noise"]:
+        best = INT8_FORMATS[0] if d["delta_points"] > 0 else INT8_FORMATS[1]
+        return best, f"{aps}: {best} is better beyond noise ({interval})"
     errors = {f: reports[f]["mean_keypoint_error_px"] for f in INT8_FORMATS}
     best = min(INT8_FORMATS, key=lambda f: errors[f])
-    return best, (f"{aps}: within {AP_TIE_POINTS} points, so the keypoint error against the "
+    return best, (f"{aps}: within noise ({interval}), so the keypoint error against the "
                   f"float model decides: {errors['int8_qat']:.3f} px (int8_qat) vs "
                   f"{errors['int8_ptq']:.3f} px (int8_ptq)")
 
@@ -226,6 +248,8 @@ def _fidelity_line(fid: dict | None) -> str:
 def render_markdown(report: dict) -> str:
     """A short human-readable report with the parity table and the pictures."""
     rows = parity.format_parity(report["parity"])
+    noise = "\n".join(f"- {bootstrap.format_difference(*name.split(' - '), d)}"
+                      for name, d in report["ap_differences"].items())
     t = report["timings_s"]
     files = "\n".join(
         f"| {fmt} | `{os.path.basename(v['path'])}` | {v['size_bytes'] / 1e6:.2f} MB | "
@@ -238,6 +262,10 @@ COCO keypoint AP from pycocotools.
 ## Float vs TFLite (LiteRT interpreter, CPU, same crops)
 
 {rows}
+
+Is an AP difference real or the luck of these images?
+
+{noise}
 
 ## Shipped int8 file: {report['shipped']['format']}
 
