@@ -121,3 +121,14 @@ def test_bootstrap_refuses_mismatched_inputs(tmp_path):
     empty = _write(tmp_path, "empty_results.json", [])
     with pytest.raises(ValueError, match=r"empty_results\.json holds no results"):
         bootstrap.load_match_tables(str(tmp_path / "a.json"), {"m": empty})
+
+
+def test_mean_interval_against_the_normal_approximation():
+    rng = np.random.default_rng(4)
+    values = rng.exponential(0.1, (2000, 17))  # skewed per-keypoint shifts of 2000 crops
+    low, high = bootstrap.mean_interval(values)
+    per_crop = values.mean(axis=1)
+    half = 1.96 * per_crop.std() / np.sqrt(len(per_crop))
+    assert low < values.mean() < high
+    assert (high - low) / 2 == pytest.approx(half, rel=0.1)
+    assert bootstrap.mean_interval(np.full((50, 17), 0.25)) == pytest.approx((0.25, 0.25))

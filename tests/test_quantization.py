@@ -204,6 +204,7 @@ def test_compare_heatmaps_against_hand_values():
     moved = np.roll(hm, 1, axis=2)  # one heatmap pixel right = 4 crop pixels
     rep = fidelity.compare_heatmaps(hm, moved, decode="argmax")
     assert rep["mean_keypoint_shift_px"] == pytest.approx(4.0)
+    assert rep["mean_keypoint_shift_ci_px"] == pytest.approx([4.0, 4.0])  # every crop: 4 px
     assert fidelity.compare_heatmaps(hm, hm.copy())["heatmap_correlation"] == pytest.approx(1)
 
 

@@ -184,6 +184,22 @@ def paired_ap_difference(a: MatchTable, b: MatchTable,
     }
 
 
+def mean_interval(values: np.ndarray, num_resamples: int = DEFAULT_NUM_RESAMPLES,
+                  confidence: float = DEFAULT_CONFIDENCE, seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap interval of the mean of ``values`` [N, ...], resampling along the
+    first axis (the independent units, e.g. crops; the rest, e.g. keypoints, stay together).
+    """
+    per_unit = np.asarray(values, np.float64).reshape(len(values), -1).mean(axis=1)
+    n = len(per_unit)
+    if n == 0:
+        raise ValueError("no values to bootstrap")
+    idx = np.random.default_rng(seed).integers(0, n, (num_resamples, n))
+    means = per_unit[idx].mean(axis=1)
+    tail = 100.0 * (1.0 - confidence) / 2.0
+    low, high = np.percentile(means, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
 def format_difference(name_a: str, name_b: str, d: dict) -> str:
     """One line: '{a} - {b}: +0.12 AP points, 95% CI [-0.20, +0.41] over 150 images ...'."""
     verdict = ("within noise (the interval contains 0)" if d["within_noise"]

@@ -11,6 +11,7 @@ import numpy as np
 import tf_keras as keras
 
 from fptflite.codec import decode_heatmaps
+from fptflite.evaluation import bootstrap
 from fptflite.evaluation.parity import heatmap_correlation
 from fptflite.models.zoo import HEATMAP_STRIDE
 
@@ -30,8 +31,10 @@ def compare_heatmaps(reference: np.ndarray, candidate: np.ndarray,
 
     Returns:
         {"heatmap_correlation" (mean Pearson r over the N*K maps), "mean_keypoint_shift_px"
-        and "max_keypoint_shift_px" (decoded keypoints, crop pixels), "mean_abs_diff",
-        "num_crops"}, plus ``shift_breakdown``'s figures.
+        and "max_keypoint_shift_px" (decoded keypoints, crop pixels),
+        "mean_keypoint_shift_ci_px" (95% bootstrap interval of the mean over the crops: how
+        much the mean would move on other crops), "mean_abs_diff", "num_crops"}, plus
+        ``shift_breakdown``'s figures.
     """
     if reference.shape != candidate.shape:
         raise ValueError(f"heatmap shapes differ: {reference.shape} vs {candidate.shape}")
@@ -42,6 +45,7 @@ def compare_heatmaps(reference: np.ndarray, candidate: np.ndarray,
         "heatmap_correlation": heatmap_correlation(reference, candidate),
         "mean_keypoint_shift_px": float(shift.mean()),
         "max_keypoint_shift_px": float(shift.max()),
+        "mean_keypoint_shift_ci_px": list(bootstrap.mean_interval(shift)),
         "mean_abs_diff": float(np.abs(candidate - reference).mean()),
         "num_crops": int(reference.shape[0]),
     }
@@ -129,10 +133,15 @@ def model_fidelity(model: keras.Model, tflite_path: str, crops: np.ndarray,
     return report
 
 
+def _interval(report: dict) -> str:
+    ci = report.get("mean_keypoint_shift_ci_px")
+    return f" (95% CI over crops {ci[0]:.3f}-{ci[1]:.3f})" if ci else ""
+
+
 def format_fidelity(label: str, report: dict) -> str:
     status = "PASS" if report.get("passed") else "FAIL"
     text = (f"{label}: heatmap corr {report['heatmap_correlation']:.5f}, mean keypoint shift "
-            f"{report['mean_keypoint_shift_px']:.3f} crop px (max "
+            f"{report['mean_keypoint_shift_px']:.3f} crop px{_interval(report)} (max "
             f"{report['max_keypoint_shift_px']:.2f}), mean |diff| {report['mean_abs_diff']:.5f} "
             f"on {report['num_crops']} crops: {status} (corr >= {MIN_HEATMAP_CORRELATION}, "
             f"shift <= {MAX_MEAN_KEYPOINT_SHIFT_PX} px)")
