@@ -4,12 +4,16 @@ when the int8 file is broken."""
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import cv2
 import numpy as np
 import pytest
 
 from fptflite.tasks import main_job
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Float training fits a few synthetic images (no augmentation, evaluated on those images).
 FIT_OVERRIDES = (
@@ -59,7 +63,7 @@ def _break_head_weight_scales(src: str, dst: str) -> None:
 
 
 @pytest.mark.slow
-def test_main_job_end_to_end(fit_data, tmp_path, capsys):
+def test_main_job_end_to_end(fit_data, tmp_path):
     from fptflite.data.coco import load_instances
     from fptflite.evaluation import parity
     from fptflite.models.io import load_model
@@ -137,23 +141,19 @@ def test_main_job_end_to_end(fit_data, tmp_path, capsys):
                                   broken)
     assert np.isfinite(rep["candidate_ap"])
 
-    # The same gate from the command line (in process: absl flags, exit status, messages).
-    from absl import flags
-
-    from conversion import evaluate_tflite
-
+    # The same gate from the command line: exit status and messages.
     ann = os.path.join(fit_data, "annotations", "person_keypoints_val.json")
-    base = ["evaluate_tflite", f"--tflite={shipped['path']}", f"--ann_file={ann}",
-            f"--image_dir={os.path.join(fit_data, 'images', 'val')}", "--num_threads=2",
-            f"--compare_to={out / 'float'}"]
+    base = [sys.executable, "-m", "conversion.evaluate_tflite", f"--tflite={shipped['path']}",
+            f"--ann_file={ann}", f"--image_dir={os.path.join(fit_data, 'images', 'val')}",
+            "--num_threads=2", f"--compare_to={out / 'float'}"]
+    ap_line = (f"AP {100 * on_disk[shipped['format'] + '_ap']:.2f} vs "
+               f"{100 * on_disk['float_ap']:.2f} for {on_disk['float_model']}")
     for budget, status in ((-5.0, 1), (TEST_MAX_AP_DROP, 0)):
-        flags.FLAGS.unparse_flags()
-        flags.FLAGS([*base, f"--max_ap_drop={budget}", f"--out_dir={tmp_path / str(budget)}"])
-        assert evaluate_tflite.main([]) == status
-        printed = capsys.readouterr()
-        assert "tflite - float: " in printed.out and "paired bootstrap over 6 images" in \
-            printed.out
-        ap_line = (f"AP {100 * on_disk[shipped['format'] + '_ap']:.2f} vs "
-                   f"{100 * on_disk['float_ap']:.2f} for {on_disk['float_model']}")
-        assert ap_line in (printed.err if status else printed.out)
-        assert ("parity FAILED" in printed.err) == bool(status)
+        run = subprocess.run([*base, f"--max_ap_drop={budget}",
+                              f"--out_dir={tmp_path / str(budget)}"],
+                             cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert run.returncode == status, run.stderr[-3000:]
+        assert "tflite - float: " in run.stdout and "paired bootstrap over 6 images" in \
+            run.stdout
+        assert ap_line in (run.stderr if status else run.stdout)
+        assert ("parity FAILED" in run.stderr) == bool(status)
