@@ -19,7 +19,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 
 test: lint
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=12 tests
 
 demo: $(STAMP)
 	$(PY) -m conversion.demo --out_dir=runs/demo
