@@ -153,6 +153,35 @@ def test_int8_qat_file_reproduces_keras_qat(tiny):
     # workaround; 0.99985 and 1.5 / 1000 without the int32-grid biases; PTQ vs float 0.9998).
     assert rep["heatmap_correlation"] >= 0.9999
     assert rep["mean_abs_diff"] < 0.15 / 256
+    assert rep["ulp_sensitivity"]["heatmap_correlation"] >= 0.9999
+    assert not rep["limited_by_rounding"]
+
+
+def test_ulp_sensitivity_is_the_model_against_itself_one_ulp_away(tiny):
+    qat, crops = tiny["qat"], tiny["eval"]
+    before = qat.get_weights()
+    ref = fidelity.keras_heatmaps(qat, crops)
+    sens = fidelity.ulp_sensitivity(qat, crops, ref)
+    assert all(np.array_equal(a, b) for a, b in zip(before, qat.get_weights()))
+    bns = [layer.layer for layer in qat.layers
+           if isinstance(getattr(layer, "layer", None), keras.layers.BatchNormalization)]
+    float_bns = [layer for layer in tiny["float"].layers
+                 if isinstance(layer, keras.layers.BatchNormalization)]
+    assert sens["perturbed_variables"] == len(bns) == len(float_bns) > 0
+    # The same change made by hand, layer by layer.
+    for bn in bns:
+        bn.moving_variance.assign(np.nextafter(bn.moving_variance.numpy(), np.float32(np.inf)))
+    try:
+        moved = fidelity.keras_heatmaps(qat, crops)
+    finally:
+        qat.set_weights(before)
+    # One ulp moves int8 steps even in this damped model (measured on 1.6% of the pixels).
+    assert 0.005 < np.mean(moved != ref) < 0.05
+    print("tiny, 1-ulp sensitivity:", sens)
+    expected = fidelity.compare_heatmaps(ref, moved)
+    assert sens["heatmap_correlation"] == expected["heatmap_correlation"]
+    assert sens["mean_keypoint_shift_px"] == expected["mean_keypoint_shift_px"]
+    assert fidelity.ulp_sensitivity(keras.Sequential([keras.layers.Dense(2)]), crops, ref) is None
 
 
 def test_uniform_bias_survives_int8_qat_conversion(tiny):
