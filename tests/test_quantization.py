@@ -162,7 +162,7 @@ def test_ulp_sensitivity_is_the_model_against_itself_one_ulp_away(tiny):
     before = qat.get_weights()
     ref = fidelity.keras_heatmaps(qat, crops)
     sens = fidelity.ulp_sensitivity(qat, crops, ref)
-    assert all(np.array_equal(a, b) for a, b in zip(before, qat.get_weights()))
+    assert all(np.array_equal(a, b) for a, b in zip(before, qat.get_weights(), strict=True))
     bns = [layer.layer for layer in qat.layers
            if isinstance(getattr(layer, "layer", None), keras.layers.BatchNormalization)]
     float_bns = [layer for layer in tiny["float"].layers

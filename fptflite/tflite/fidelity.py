@@ -139,11 +139,11 @@ def ulp_sensitivity(model: keras.Model, crops: np.ndarray, reference: np.ndarray
         return None
     saved = [v.numpy() for v in variances]
     try:
-        for variable, value in zip(variances, saved):
+        for variable, value in zip(variances, saved, strict=True):
             variable.assign(np.nextafter(value, np.float32(np.inf)))
         moved = keras_heatmaps(model, crops)
     finally:
-        for variable, value in zip(variances, saved):
+        for variable, value in zip(variances, saved, strict=True):
             variable.assign(value)
     report = compare_heatmaps(reference, moved, decode)
     return {"heatmap_correlation": report["heatmap_correlation"],
