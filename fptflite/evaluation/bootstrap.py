@@ -145,6 +145,13 @@ def average_precision(table: MatchTable, image_weights: np.ndarray | None = None
     return float(ap.mean())
 
 
+def percentile_interval(samples: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The central ``confidence`` interval of bootstrap ``samples`` (percentile method)."""
+    tail = 100.0 * (1.0 - confidence) / 2.0
+    low, high = np.percentile(samples, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
 def paired_ap_difference(a: MatchTable, b: MatchTable,
                          num_resamples: int = DEFAULT_NUM_RESAMPLES,
                          confidence: float = DEFAULT_CONFIDENCE, seed: int = 0) -> dict:
@@ -171,12 +178,11 @@ def paired_ap_difference(a: MatchTable, b: MatchTable,
         while np.dot(w, a.num_gt) <= 0:  # a resample without ground truth: draw again
             w = np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)
         deltas[r] = average_precision(a, w) - average_precision(b, w)
-    tail = 100.0 * (1.0 - confidence) / 2.0
-    low, high = np.percentile(100.0 * deltas, [tail, 100.0 - tail])
+    low, high = percentile_interval(100.0 * deltas, confidence)
     return {
         "delta_points": 100.0 * (average_precision(a) - average_precision(b)),
-        "ci_low_points": float(low),
-        "ci_high_points": float(high),
+        "ci_low_points": low,
+        "ci_high_points": high,
         "within_noise": bool(low <= 0.0 <= high),
         "num_images": int(n),
         "num_resamples": int(num_resamples),
@@ -194,10 +200,7 @@ def mean_interval(values: np.ndarray, num_resamples: int = DEFAULT_NUM_RESAMPLES
     if n == 0:
         raise ValueError("no values to bootstrap")
     idx = np.random.default_rng(seed).integers(0, n, (num_resamples, n))
-    means = per_unit[idx].mean(axis=1)
-    tail = 100.0 * (1.0 - confidence) / 2.0
-    low, high = np.percentile(means, [tail, 100.0 - tail])
-    return float(low), float(high)
+    return percentile_interval(per_unit[idx].mean(axis=1), confidence)
 
 
 def format_difference(name_a: str, name_b: str, d: dict) -> str:
