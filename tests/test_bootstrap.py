@@ -132,3 +132,34 @@ def test_mean_interval_against_the_normal_approximation():
     assert low < values.mean() < high
     assert (high - low) / 2 == pytest.approx(half, rel=0.1)
     assert bootstrap.mean_interval(np.full((50, 17), 0.25)) == pytest.approx((0.25, 0.25))
+
+
+def test_compare_ap_binary_prints_and_writes_every_pair(tmp_path):
+    """conversion.compare_ap (a subprocess: absl flags stay out of the test process) against
+    the library on a case with a known order: good beats bad beyond noise."""
+    import os
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(4)
+    gt, good = _case(rng, num_images=20, noise_px=(1.0, 3.0))
+    ann = _write(tmp_path, "ann.json", gt)
+    bad = [{**r, "keypoints": list(np.asarray(r["keypoints"])
+                                   + np.tile([15.0, -15.0, 0.0], 17))} for r in good]
+    files = {"good": _write(tmp_path, "good.json", good), "bad": _write(tmp_path, "bad.json", bad)}
+    out = tmp_path / "diff.json"
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    run = subprocess.run(
+        [sys.executable, "-m", "conversion.compare_ap", f"--ann_file={ann}",
+         f"--results=good={files['good']},bad={files['bad']}", "--num_resamples=200",
+         f"--out_file={out}"], cwd=repo, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    tables = bootstrap.load_match_tables(ann, files)
+    expected = bootstrap.paired_ap_difference(tables["good"], tables["bad"], num_resamples=200)
+    assert json.loads(out.read_text()) == {"good - bad": expected}
+    assert bootstrap.format_difference("good", "bad", expected) in run.stdout
+    assert expected["delta_points"] > 10 and not expected["within_noise"]
+    one = subprocess.run([sys.executable, "-m", "conversion.compare_ap", f"--ann_file={ann}",
+                          f"--results=good={files['good']}"], cwd=repo, capture_output=True,
+                         text=True, timeout=120)
+    assert one.returncode != 0 and "at least two distinct NAME=FILE" in one.stderr
