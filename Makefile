@@ -1,6 +1,7 @@
 # make demo: the whole main job on the embedded synthetic data. make test: lint + tests.
 # Both create .venv and install the package; re-installation happens only when setup.py
-# changes (the stamp file is older than setup.py).
+# changes (the stamp file is older than setup.py). The suite runs on 2 pytest-xdist workers, a
+# test file each: alone it keeps about one of this machine's 2 cores busy (user time ~ wall).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -19,7 +20,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 
 test: lint
-	$(PY) -m pytest -q --durations=12 tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=12 tests
 
 demo: $(STAMP)
 	$(PY) -m conversion.demo --out_dir=runs/demo

@@ -21,7 +21,7 @@ setup(
         "absl-py==1.4.0",
         "matplotlib==3.11.2",
     ],
-    extras_require={"test": ["pytest==9.2.0", "ruff==0.17.5"],
+    extras_require={"test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "ruff==0.17.5"],
                     # MPII head boxes from the gt_valid.mat file (fptflite.data.mpii)
                     "mpii": ["scipy==1.17.1"]},
 )
