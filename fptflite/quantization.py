@@ -59,6 +59,7 @@ from tensorflow_model_optimization.python.core.quantization.keras.default_8bit i
     default_8bit_quantize_registry as _registry,
 )
 
+from fptflite.models.batch_norm import batch_norm_layers, layers_with_initial_statistics
 from fptflite.models.layers import DepthToSpace, ImageNormalization
 
 _q = tfmot.quantization.keras
@@ -319,6 +320,7 @@ def quantize(float_model: keras.Model, calibration_images: np.ndarray | None = N
                          "the float model it was trained from")
     if calibration_images is not None and len(calibration_images) == 0:
         raise ValueError("the calibration set is empty: QAT ranges start from eval crops")
+    warn_if_batch_norm_untrained(float_model)
     logit_convs = frozenset(sigmoid_logit_convs(float_model))
     annotated = keras.models.clone_model(
         float_model, clone_function=lambda layer: _annotate(layer, logit_convs))
@@ -329,6 +331,23 @@ def quantize(float_model: keras.Model, calibration_images: np.ndarray | None = N
     if calibration_images is not None:
         calibrate_ranges(qat, float_model, calibration_images, batch_size)
     return qat
+
+
+def warn_if_batch_norm_untrained(float_model: keras.Model) -> list[str]:
+    """Logs a loud warning when BN layers of ``float_model`` still hold their initial
+    statistics (mean 0, variance 1): an untrained model whose activations can vanish through
+    the network (``fptflite.models.batch_norm``), so that calibrated ranges collapse and
+    every heatmap is the same constant. Returns those layers' names."""
+    untrained = layers_with_initial_statistics(float_model)
+    if untrained:
+        logging.warning(
+            "QAT of %s: %d of %d BatchNormalization layers (first: %s) still have their "
+            "initial statistics (mean 0, variance 1): the model was never trained, its "
+            "activations can vanish with depth and the calibrated ranges collapse. Start from "
+            "a trained model, or settle the statistics on crops first "
+            "(fptflite.models.batch_norm.settle_batch_norm)", float_model.name,
+            len(untrained), len(batch_norm_layers(float_model)), untrained[0])
+    return untrained
 
 
 def _range_vars(layer: keras.layers.Layer) -> dict[str, tuple[tf.Variable, tf.Variable]]:

@@ -13,6 +13,7 @@ import tf_keras as keras
 from fptflite.codec import decode_heatmaps
 from fptflite.evaluation import bootstrap
 from fptflite.evaluation.parity import heatmap_correlation
+from fptflite.models.batch_norm import batch_norm_layers
 from fptflite.models.zoo import HEATMAP_STRIDE
 
 # What "the simulation is the file" means (issue 7): on the same eval crops.
@@ -102,16 +103,6 @@ def keras_heatmaps(model: keras.Model, crops: np.ndarray, batch_size: int = 32) 
     return np.concatenate(outs)
 
 
-def _batch_norm_variances(model: keras.Model) -> list:
-    """The moving variances of every BatchNormalization layer, wrapped (QAT) or not."""
-    seen, variances = set(), []
-    for module in model.submodules:
-        if isinstance(module, keras.layers.BatchNormalization) and id(module) not in seen:
-            seen.add(id(module))
-            variances.append(module.moving_variance)
-    return variances
-
-
 def ulp_sensitivity(model: keras.Model, crops: np.ndarray, reference: np.ndarray,
                     decode: str = "dark") -> dict | None:
     """How far a model's own heatmaps move when every BN variance moves up one float32 ulp.
@@ -134,7 +125,7 @@ def ulp_sensitivity(model: keras.Model, crops: np.ndarray, reference: np.ndarray
         {"heatmap_correlation", "mean_keypoint_shift_px", "perturbed_variables"}, or None when
         the model has no BatchNormalization layer.
     """
-    variances = _batch_norm_variances(model)
+    variances = [bn.moving_variance for bn in batch_norm_layers(model)]
     if not variances:
         return None
     saved = [v.numpy() for v in variances]
