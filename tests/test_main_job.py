@@ -122,7 +122,11 @@ def test_main_job_end_to_end(fit_data, tmp_path):
     for png in on_disk["pictures"].values():
         img = cv2.imread(png)
         assert img is not None and img.shape[0] > 100
-    assert "Shipped int8 file" in (out / "report.md").read_text()
+    markdown = (out / "report.md").read_text()
+    assert "Shipped int8 file" in markdown
+    for name, d in diffs.items():  # each difference names its two sides
+        assert f"{d['a']} - {d['b']}" == name
+        assert f"- {name}: {d['delta_points']:+.2f} AP points" in markdown
 
     # A broken int8 file fails the same check.
     broken = str(tmp_path / "broken.tflite")

@@ -104,8 +104,8 @@ def run(opts: MainJobOptions) -> dict:
 
     float_stats, float_pred, float_results_file = float_result
     differences = ap_differences(paths["val_ann"], reports, float_results_file)
-    for name, d in differences.items():
-        print(bootstrap.format_difference(*name.split(" - "), d), flush=True)
+    for d in differences.values():
+        print(bootstrap.format_difference(d["a"], d["b"], d), flush=True)
     shipped_fmt, reason = choose_int8(reports, differences[QAT_MINUS_PTQ])
     shipped_path = exported[shipped_fmt]["path"]
     verdict, passed = parity_verdict(float_stats["AP"], reports[shipped_fmt]["candidate_ap"],
@@ -189,12 +189,14 @@ def ap_differences(ann_file: str, reports: dict[str, dict], float_results_file: 
     int8 files and of each against the float model, on the images they were scored on.
 
     Returns:
-        {"int8_qat - int8_ptq", "int8_qat - float", "int8_ptq - float"} -> difference dict.
+        {"int8_qat - int8_ptq", "int8_qat - float", "int8_ptq - float"} -> difference dict
+        with the two names as "a" and "b" (the difference is a - b).
     """
     files = {f: reports[f]["results_file"] for f in INT8_FORMATS}
     tables = bootstrap.load_match_tables(ann_file, {**files, "float": float_results_file})
     pairs = [INT8_FORMATS, (INT8_FORMATS[0], "float"), (INT8_FORMATS[1], "float")]
-    return {f"{a} - {b}": bootstrap.paired_ap_difference(tables[a], tables[b])
+    return {f"{a} - {b}": {"a": a, "b": b,
+                           **bootstrap.paired_ap_difference(tables[a], tables[b])}
             for a, b in pairs}
 
 
@@ -248,8 +250,8 @@ def _fidelity_line(fid: dict | None) -> str:
 def render_markdown(report: dict) -> str:
     """A short human-readable report with the parity table and the pictures."""
     rows = parity.format_parity(report["parity"])
-    noise = "\n".join(f"- {bootstrap.format_difference(*name.split(' - '), d)}"
-                      for name, d in report["ap_differences"].items())
+    noise = "\n".join(f"- {bootstrap.format_difference(d['a'], d['b'], d)}"
+                      for d in report["ap_differences"].values())
     t = report["timings_s"]
     files = "\n".join(
         f"| {fmt} | `{os.path.basename(v['path'])}` | {v['size_bytes'] / 1e6:.2f} MB | "
