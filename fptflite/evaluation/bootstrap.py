@@ -86,13 +86,14 @@ def match_table(coco_gt, results: list[dict]) -> MatchTable:
         det_image.append(np.full(len(s), i, np.int64))
         matched.append(np.asarray(e["dtMatches"][:, :max_det]).reshape(num_t, -1) != 0)
         ignored.append(np.asarray(e["dtIgnore"][:, :max_det], bool).reshape(num_t, -1))
-    scores_all = np.concatenate(scores) if scores else np.zeros(0)
-    order = np.argsort(-scores_all, kind="mergesort")
-    m = np.concatenate(matched, axis=1)[:, order] if scores else np.zeros((num_t, 0), bool)
-    ig = np.concatenate(ignored, axis=1)[:, order] if scores else np.zeros((num_t, 0), bool)
+    # Non-empty results put every detection in the "all" area range of its image, so
+    # ``scores`` has at least one entry.
+    order = np.argsort(-np.concatenate(scores), kind="mergesort")
+    m = np.concatenate(matched, axis=1)[:, order]
+    ig = np.concatenate(ignored, axis=1)[:, order]
     return MatchTable(
         image_ids=np.asarray(p.imgIds),
-        det_image=np.concatenate(det_image)[order] if scores else np.zeros(0, np.int64),
+        det_image=np.concatenate(det_image)[order],
         true_pos=m & ~ig,
         false_pos=~m & ~ig,
         num_gt=num_gt,
