@@ -112,7 +112,6 @@ def format_table(rows: list[dict], model: str, lr: float) -> str:
     return "\n".join(lines)
 
 
-
 def run(model_dir: str, out_dir: str, model: str, modes: list[str], steps: int,
         learning_rate: float, seed: int = 0) -> list[dict]:
     """``run_mode`` for each BN mode on a float run's config and data (paths relative to the
