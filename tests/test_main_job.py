@@ -81,7 +81,7 @@ def test_main_job_end_to_end(fit_data, tmp_path):
     assert on_disk["float_ap"] >= 0.5
     for key in ("float_ap", "int8_qat_ap", "int8_ptq_ap"):
         assert on_disk[key] == report[key]
-    float_metrics = json.load(open(out / "eval" / "float32" / "float" / "metrics.json"))
+    float_metrics = json.load(open(out / "eval" / "float" / "metrics.json"))
     assert on_disk["float_ap"] == float_metrics["AP"]
     for fmt in ("int8_qat", "int8_ptq", "float32"):
         metrics = json.load(open(out / "eval" / fmt / "metrics.json"))
@@ -134,11 +134,19 @@ def test_main_job_end_to_end(fit_data, tmp_path):
     float_model = load_model(on_disk["float_model"])
     val, _ = load_instances(os.path.join(fit_data, "annotations", "person_keypoints_val.json"),
                             os.path.join(fit_data, "images", "val"), 1.0)
-    rep = parity.evaluate_against_float(
-        broken, float_model, val, os.path.join(fit_data, "annotations",
-                                               "person_keypoints_val.json"),
-        str(tmp_path / "broken_eval"), 2, progress=False)
+    # One pass for both files (the float model runs once per batch): the shipped file's
+    # figures are those of the main job's three-file pass.
+    _, reps = parity.evaluate_files_against_float(
+        {"broken": (broken, str(tmp_path / "broken_eval")),
+         "shipped": (shipped["path"], str(tmp_path / "shipped_eval"))},
+        float_model, val, os.path.join(fit_data, "annotations", "person_keypoints_val.json"),
+        str(tmp_path / "float_eval"), 2, progress=False)
+    rep = reps["broken"]
     print("broken:", rep["candidate_ap"], rep["heatmap_correlation"])
+    assert reps["shipped"]["candidate_ap"] == on_disk[shipped["format"] + "_ap"]
+    assert rep["reference_ap"] == reps["shipped"]["reference_ap"] == on_disk["float_ap"]
+    assert reps["shipped"]["heatmap_correlation"] == pytest.approx(
+        on_disk["parity"][shipped["format"]]["heatmap_correlation"], abs=1e-6)
     assert rep["heatmap_correlation"] < 0.99
     with pytest.raises(parity_gate.ParityError, match=r"AP .* vs .*float|parity FAILED"):
         parity_gate.check_ap_drop(rep["reference_ap"], rep["candidate_ap"], TEST_MAX_AP_DROP,

@@ -1,8 +1,8 @@
 """Float vs TFLite parity: AP delta, per-keypoint pixel error and heatmap correlation.
 
-Both models run on each batch of crops in one pass; the heatmap correlation is accumulated
-batch by batch, so memory does not grow with the number of boxes beyond the decoded
-keypoints.
+The float model and every compared file run on each batch of crops in one pass; the heatmap
+correlations are accumulated batch by batch, so memory does not grow with the number of
+boxes beyond the decoded keypoints, and the float model runs once however many files.
 """
 
 from __future__ import annotations
@@ -117,6 +117,72 @@ def compare_predictors(
     return ref, preds, {name: c.result() for name, c in corr.items()}
 
 
+def evaluate_files_against_float(
+    files: dict[str, tuple[str, str]],
+    float_model,
+    instances,
+    ann_file: str,
+    float_dir: str,
+    num_threads: int | None = None,
+    batch_size: int = 32,
+    flip_test: bool = False,
+    decode: str = "dark",
+    progress: bool = True,
+) -> tuple[tuple[dict, dict, str], dict[str, dict]]:
+    """Evaluates .tflite files against their float model in one streaming pass: each batch
+    of crops goes through the float model once and through every file (only decoded
+    keypoints and running statistics are kept, so memory grows with the boxes' keypoints
+    alone, and the float model's cost is paid once however many files are compared).
+
+    Args:
+        files: label -> (.tflite path, output directory for its results, ``parity.json``
+            and ``parity.png``).
+        float_model: the float Keras model the files came from.
+        instances: the evaluation instances (``coco.load_instances``).
+        ann_file: their COCO annotation file.
+        float_dir: where the float model's results go.
+
+    Returns:
+        (float_result, reports): float_result = (stats, predictions, results file);
+        reports: label -> the parity report with the COCO result files of both models
+        ("results_file", "float_results_file", for ``bootstrap.load_match_tables``),
+        "stats", "float_stats" and "tflite_result" = (stats, predictions, results file).
+    """
+    import os
+
+    from fptflite import visualization
+    from fptflite.evaluation import coco_eval
+    from fptflite.tflite.runner import TFLitePredictor
+    from fptflite.utils.io import write_json_atomic
+
+    if not files:
+        raise ValueError("no .tflite file to evaluate against the float model")
+    input_size = tuple(int(d) for d in float_model.input_shape[1:3])
+    predictors = {label: TFLitePredictor(path, input_size, num_threads)
+                  for label, (path, _) in files.items()}
+    ref_pred, cands, corr = compare_predictors(
+        coco_eval.keras_predictor(float_model), predictors, instances, input_size,
+        batch_size, flip_test, decode, progress)
+    float_result = (coco_eval.score_predictions(instances, ref_pred, ann_file, float_dir),
+                    ref_pred, os.path.join(float_dir, coco_eval.RESULTS_FILE))
+    reports = {}
+    for label, (path, out_dir) in files.items():
+        pred = cands.pop(label)
+        stats = coco_eval.score_predictions(instances, pred, ann_file, out_dir)
+        report = parity_report(ref_pred, pred, float_result[0], stats,
+                               correlation=corr[label])
+        report["tflite"] = path
+        report["results_file"] = os.path.join(out_dir, coco_eval.RESULTS_FILE)
+        report["float_results_file"] = float_result[2]
+        report["stats"] = stats
+        report["float_stats"] = float_result[0]
+        write_json_atomic(os.path.join(out_dir, "parity.json"), report)
+        visualization.parity_plot({label: report}, os.path.join(out_dir, "parity.png"))
+        report["tflite_result"] = (stats, pred, report["results_file"])
+        reports[label] = report
+    return float_result, reports
+
+
 def evaluate_against_float(
     tflite_path: str,
     float_model,
@@ -127,56 +193,21 @@ def evaluate_against_float(
     batch_size: int = 32,
     flip_test: bool = False,
     decode: str = "dark",
-    float_result: tuple[dict, dict, str] | None = None,
-    label: str | None = None,
     progress: bool = True,
 ) -> dict:
-    """Evaluates a .tflite against its float model on the same crops, in one streaming pass
-    (both models see each batch; only decoded keypoints and running statistics are kept).
-
-    Writes both result sets (the float ones into ``out_dir/float`` unless ``float_result``
-    is given), ``parity.json`` and ``parity.png`` into ``out_dir``. With ``float_result``
-    (from an earlier call on the same instances) the float model still runs, for the heatmap
-    correlation, but its stats and keypoints are taken from ``float_result``.
+    """``evaluate_files_against_float`` for one file: its results, ``parity.json`` and
+    ``parity.png`` go into ``out_dir``, the float model's results into ``out_dir/float``.
 
     Returns:
-        The parity report with the COCO result files of both models ("results_file",
-        "float_results_file", for ``bootstrap.load_match_tables``), plus "float_result" and
-        "tflite_result" = (stats, predictions, results file) for reuse (pictures, further
-        comparisons).
+        The file's parity report (see ``evaluate_files_against_float``).
     """
     import os
 
-    from fptflite import visualization
-    from fptflite.evaluation import coco_eval
-    from fptflite.tflite.runner import TFLitePredictor
-    from fptflite.utils.io import write_json_atomic
-
-    input_size = tuple(int(d) for d in float_model.input_shape[1:3])
-    predictor = TFLitePredictor(tflite_path, input_size, num_threads)
-    ref_pred, cands, corr = compare_predictors(
-        coco_eval.keras_predictor(float_model), {"tflite": predictor}, instances, input_size,
-        batch_size, flip_test, decode, progress)
-    pred = cands["tflite"]
-    if float_result is None:
-        float_dir = os.path.join(out_dir, "float")
-        float_result = (coco_eval.score_predictions(instances, ref_pred, ann_file, float_dir),
-                        ref_pred, os.path.join(float_dir, coco_eval.RESULTS_FILE))
-    del ref_pred
-    stats = coco_eval.score_predictions(instances, pred, ann_file, out_dir)
-    report = parity_report(float_result[1], pred, float_result[0], stats,
-                           correlation=corr["tflite"])
-    report["tflite"] = tflite_path
-    report["results_file"] = os.path.join(out_dir, coco_eval.RESULTS_FILE)
-    report["float_results_file"] = float_result[2]
-    report["stats"] = stats
-    report["float_stats"] = float_result[0]
-    write_json_atomic(os.path.join(out_dir, "parity.json"), report)
-    visualization.parity_plot({label or os.path.basename(tflite_path): report},
-                              os.path.join(out_dir, "parity.png"))
-    report["float_result"] = float_result
-    report["tflite_result"] = (stats, pred, report["results_file"])
-    return report
+    label = os.path.basename(tflite_path)
+    _, reports = evaluate_files_against_float(
+        {label: (tflite_path, out_dir)}, float_model, instances, ann_file,
+        os.path.join(out_dir, "float"), num_threads, batch_size, flip_test, decode, progress)
+    return reports[label]
 
 
 def format_parity(rows: dict[str, dict]) -> str:

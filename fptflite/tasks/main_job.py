@@ -90,15 +90,12 @@ def run(opts: MainJobOptions) -> dict:
 
     t = time.time()
     print("== 4/4 float vs TFLite evaluation (LiteRT interpreter, CPU)", flush=True)
-    reports, predictions, float_result = {}, {}, None
-    for fmt in ("float32", "int8_qat", "int8_ptq"):
-        rep = parity.evaluate_against_float(
-            exported[fmt]["path"], float_model, val_instances, paths["val_ann"],
-            os.path.join(eval_dir, fmt), opts.num_threads, cfg.eval_batch_size,
-            cfg.eval_flip_test, cfg.eval_decode, float_result, label=fmt)
-        float_result = rep.pop("float_result")
-        predictions[fmt] = rep.pop("tflite_result")[1]
-        reports[fmt] = rep
+    float_result, reports = parity.evaluate_files_against_float(
+        {fmt: (exported[fmt]["path"], os.path.join(eval_dir, fmt))
+         for fmt in ("float32", "int8_qat", "int8_ptq")},
+        float_model, val_instances, paths["val_ann"], os.path.join(eval_dir, "float"),
+        opts.num_threads, cfg.eval_batch_size, cfg.eval_flip_test, cfg.eval_decode)
+    predictions = {fmt: rep.pop("tflite_result")[1] for fmt, rep in reports.items()}
     timings["evaluate_s"] = time.time() - t
     timings["total_s"] = time.time() - t_start
 

@@ -207,12 +207,13 @@ def compare_mixed(paths: dict[str, str], float_model: keras.Model, instances, an
     from fptflite.evaluation import parity
     from fptflite.tflite import benchmark
 
-    out, float_result = {}, None
+    _, reports = parity.evaluate_files_against_float(
+        {label: (path, os.path.join(out_dir, "eval", label)) for label, path in paths.items()},
+        float_model, instances, ann_file, os.path.join(out_dir, "eval", "float"), num_threads,
+        32, flip_test, decode)
+    out = {}
     for label, path in paths.items():
-        rep = parity.evaluate_against_float(path, float_model, instances, ann_file,
-                                            os.path.join(out_dir, "eval", label), num_threads,
-                                            32, flip_test, decode, float_result, label)
-        float_result = rep["float_result"]
+        rep = reports[label]
         lat = benchmark.summarize_ms(benchmark.time_tflite(path, num_threads or 1,
                                                            runs=latency_runs))
         out[label] = {"path": path, "ap": rep["candidate_ap"], "float_ap": rep["reference_ap"],
