@@ -47,7 +47,8 @@ def activation_spread(model: keras.Model, crops: np.ndarray) -> tuple[float, flo
 
 
 def run_mode(cfg: configs.TrainConfig, mode: str, out_dir: str, train_crops: np.ndarray,
-             val_crops: np.ndarray, steps: int, learning_rate: float, seed: int = 0) -> dict:
+             val_crops: np.ndarray, steps: int, steps_per_epoch: int, learning_rate: float,
+             seed: int = 0) -> dict:
     """Random model -> QAT -> int8 file -> fidelity, for one BN mode.
 
     Args:
@@ -57,6 +58,7 @@ def run_mode(cfg: configs.TrainConfig, mode: str, out_dir: str, train_crops: np.
         train_crops: training crops [N, H, W, 3] (BN settling, conversion calibration).
         val_crops: the fidelity crops [M, H, W, 3].
         steps: minimum QAT steps (rounded up to whole epochs).
+        steps_per_epoch: QAT steps in one epoch of the config's training set.
         learning_rate: QAT peak learning rate.
         seed: the random weights' seed.
 
@@ -74,10 +76,6 @@ def run_mode(cfg: configs.TrainConfig, mode: str, out_dir: str, train_crops: np.
     os.makedirs(out_dir, exist_ok=True)
     random_path = os.path.join(out_dir, "random.keras")
     model.save(random_path)
-    h, w = cfg.input_size
-    persons = len(load_instances(cfg.data.paths()["train_ann"],
-                                 cfg.data.paths()["train_images"], w / h)[0])
-    steps_per_epoch = persons // cfg.batch_size_per_replica
     epochs = math.ceil(steps / steps_per_epoch)
     qat_cfg = configs.qat_config(cfg, random_path, epochs, learning_rate)
     qat_dir = os.path.join(out_dir, "qat")
@@ -123,5 +121,7 @@ def run(model_dir: str, out_dir: str, model: str, modes: list[str], steps: int,
     val_instances, _ = load_instances(paths["val_ann"], paths["val_images"], w / h)
     val_crops = convert_lib.calibration_crops(
         val_instances, cfg.input_size, fidelity_lib.DEFAULT_NUM_FIDELITY_CROPS, seed=1)
+    train_persons = len(load_instances(paths["train_ann"], paths["train_images"], w / h)[0])
+    steps_per_epoch = train_persons // cfg.batch_size_per_replica
     return [run_mode(cfg, mode, os.path.join(out_dir, mode), train_crops, val_crops, steps,
-                     learning_rate, seed) for mode in modes]
+                     steps_per_epoch, learning_rate, seed) for mode in modes]
