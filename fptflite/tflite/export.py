@@ -78,8 +78,8 @@ def export_formats(
                                 "thresholds (see %s)%s", path,
                                 os.path.splitext(path)[0] + ".fidelity.json",
                                 "; the model fails them against itself after a 1-ulp change "
-                                "of its BN variances, so this measures the model's "
-                                "amplification of rounding, not the simulation"
+                                "of its BN variances or under XLA, so this measures the "
+                                "model's amplification of rounding, not the simulation"
                                 if fid["limited_by_rounding"] else "")
         if not report["passed"]:
             raise ValueError(f"{path} failed its op audit: {report['problems']}")
