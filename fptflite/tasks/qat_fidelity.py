@@ -95,17 +95,20 @@ def format_table(rows: list[dict], model: str, lr: float) -> str:
              f"(goal: corr >= {fidelity_lib.MIN_HEATMAP_CORRELATION}, "
              f"shift <= {fidelity_lib.MAX_MEAN_KEYPOINT_SHIFT_PX} px)",
              "| BN statistics | head input std | heatmap range (int8 steps) | QAT steps | "
-             "corr | mean shift px (95% CI) | 1-ulp floor corr / px | verdict |",
-             "|---|---|---|---|---|---|---|---|"]
+             "corr | mean shift px (95% CI) | 1-ulp floor corr / px | XLA floor corr / px | "
+             "verdict |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         fid, ulp = r["fidelity"], r["fidelity"]["ulp_sensitivity"] or {}
         lo, hi = fid["mean_keypoint_shift_ci_px"]
         floor = (f"{ulp['heatmap_correlation']:.5f} / {ulp['mean_keypoint_shift_px']:.3f}"
                  if ulp else "n/a")
+        xla = fid["xla_sensitivity"]
+        xla_floor = f"{xla['heatmap_correlation']:.5f} / {xla['mean_keypoint_shift_px']:.3f}"
         lines.append(
             f"| {r['mode']} | {r['head_input_std']:.3g} | {r['heatmap_range_steps']:.3g} | "
             f"{r['steps']} | {fid['heatmap_correlation']:.5f} | "
-            f"{fid['mean_keypoint_shift_px']:.3f} ({lo:.3f}-{hi:.3f}) | {floor} | "
+            f"{fid['mean_keypoint_shift_px']:.3f} ({lo:.3f}-{hi:.3f}) | {floor} | {xla_floor} | "
             f"{'PASS' if fid['passed'] else 'FAIL'} |")
     return "\n".join(lines)
 
