@@ -12,7 +12,7 @@ import tf_keras as keras
 
 from fptflite import quantization
 from fptflite.models import build_model
-from fptflite.tflite import convert, debug, fidelity, parity_gate
+from fptflite.tflite import convert, debug, divergence, fidelity, parity_gate
 from fptflite.tflite.runner import TFLitePredictor
 
 SIZE = (64, 64)
@@ -156,6 +156,35 @@ def test_int8_qat_file_reproduces_keras_qat(tiny):
     assert rep["ulp_sensitivity"]["heatmap_correlation"] >= 0.9999
     assert rep["xla_sensitivity"]["heatmap_correlation"] >= 0.9999
     assert not rep["limited_by_rounding"]
+
+
+def test_layer_divergence_finds_where_the_model_and_file_part_ways(tiny):
+    crops, path, qat = tiny["eval"][:8], tiny["files"]["int8_qat"], tiny["qat"]
+    rows = divergence.layer_divergence(qat, path, crops)
+    print(divergence.summarize_divergence(rows))
+    names = [r["layer"] for r in rows]
+    # The input rounding and the image normalization are exact integer arithmetic in both.
+    assert names[:3] == [names[0], "quant_image_normalization", "quant_Conv1_relu"]
+    assert names[0].startswith("quantize_layer") and names[-1] == "quant_heatmaps"
+    assert rows[0]["differing_fraction"] == rows[1]["differing_fraction"] == 0
+    # The last shared output is the heatmaps: its count is compare_heatmaps' pixel count.
+    ref, got = fidelity.keras_heatmaps(qat, crops), TFLitePredictor(path)(crops)
+    identical = fidelity.compare_heatmaps(ref, got)["identical_pixel_fraction"]
+    assert rows[-1]["differing_fraction"] == pytest.approx(1 - identical, abs=1e-12)
+    # A range that differs from the file's at one layer (25% wider in Keras only) shows up at
+    # that layer, not before.
+    (maximum,) = [w for w in _layer(qat, "block_2_add").non_trainable_weights
+                  if w.name.endswith("output_max:0")]
+    saved = maximum.numpy()
+    try:
+        maximum.assign(saved * 1.25)
+        moved = divergence.layer_divergence(qat, path, crops)
+    finally:
+        maximum.assign(saved)
+    at = names.index("quant_block_2_add")
+    assert moved[:at] == rows[:at]
+    # Measured: 9.4% of block_2_add's values against 0.085% with the file's own range.
+    assert moved[at]["differing_fraction"] > max(0.05, 50 * rows[at]["differing_fraction"])
 
 
 def test_xla_sensitivity_is_the_same_function_summed_in_another_order(tiny):

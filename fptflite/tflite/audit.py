@@ -16,8 +16,13 @@ _FLOAT_TYPES = (np.float32, np.float16, np.float64)
 
 
 def load_interpreter(model_path: str | None = None, model_content: bytes | None = None,
-                     num_threads: int | None = None, delegates: bool = True):
-    """A LiteRT interpreter with a clear error when the file is not a usable .tflite."""
+                     num_threads: int | None = None, delegates: bool = True,
+                     preserve_all_tensors: bool = False):
+    """A LiteRT interpreter with a clear error when the file is not a usable .tflite.
+
+    ``preserve_all_tensors`` keeps every intermediate tensor readable after ``invoke`` (for
+    layer-by-layer comparisons; more memory).
+    """
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     source = model_path or "<bytes>"
@@ -29,6 +34,8 @@ def load_interpreter(model_path: str | None = None, model_content: bytes | None 
         if len(head) < 8 or head[4:8] != b"TFL3":
             raise ValueError(f"{model_path} is not a TFLite flatbuffer (no TFL3 identifier)")
     kwargs = {"num_threads": num_threads}
+    if preserve_all_tensors:
+        kwargs["experimental_preserve_all_tensors"] = True
     if not delegates:
         kwargs["experimental_op_resolver_type"] = \
             OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES

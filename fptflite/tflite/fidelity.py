@@ -15,6 +15,7 @@ from fptflite.evaluation import bootstrap
 from fptflite.evaluation.parity import heatmap_correlation
 from fptflite.models.batch_norm import batch_norm_layers
 from fptflite.models.zoo import HEATMAP_STRIDE
+from fptflite.tflite import divergence
 
 # What "the simulation is the file" means (issue 7): on the same eval crops.
 MIN_HEATMAP_CORRELATION = 0.999
@@ -192,10 +193,12 @@ def model_fidelity(model: keras.Model, tflite_path: str, crops: np.ndarray,
     Returns:
         ``compare_heatmaps``'s dict plus "passed" (correlation >= MIN_HEATMAP_CORRELATION and
         mean shift <= MAX_MEAN_KEYPOINT_SHIFT_PX), the thresholds, "ulp_sensitivity"
-        (``ulp_sensitivity``'s dict or None), "xla_sensitivity" (``xla_sensitivity``'s dict)
-        and "limited_by_rounding" (the model fails the thresholds against itself after a
+        (``ulp_sensitivity``'s dict or None), "xla_sensitivity" (``xla_sensitivity``'s dict),
+        "limited_by_rounding" (the model fails the thresholds against itself after a
         1-ulp change or under XLA, so a failure against the file says nothing about the
-        simulation).
+        simulation) and "layer_divergence" (``divergence.layer_divergence`` on the first
+        ``divergence.DEFAULT_NUM_DIVERGENCE_CROPS`` crops: where the file and the model part
+        ways).
 
     Raises:
         ValueError: no crops, or the file's input size differs from the model's.
@@ -220,6 +223,8 @@ def model_fidelity(model: keras.Model, tflite_path: str, crops: np.ndarray,
     report["limited_by_rounding"] = bool(
         (sensitivity and not _within_thresholds(sensitivity))
         or not _within_thresholds(report["xla_sensitivity"]))
+    report["layer_divergence"] = divergence.layer_divergence(
+        model, tflite_path, crops[:divergence.DEFAULT_NUM_DIVERGENCE_CROPS], num_threads)
     report["thresholds"] = {"min_heatmap_correlation": MIN_HEATMAP_CORRELATION,
                             "max_mean_keypoint_shift_px": MAX_MEAN_KEYPOINT_SHIFT_PX}
     return report
@@ -258,6 +263,9 @@ def format_fidelity(label: str, report: dict) -> str:
                  f"float32 summation order): corr {xla['heatmap_correlation']:.5f}, shift "
                  f"{xla['mean_keypoint_shift_px']:.3f} px, identical pixels "
                  f"{xla['identical_pixel_fraction']:.1%}")
+    if report.get("layer_divergence"):
+        text += "\n  layer by layer: " + divergence.summarize_divergence(
+            report["layer_divergence"])
     if report.get("limited_by_rounding"):
         text += ("\n  the model itself moves beyond the thresholds under a 1-ulp or a "
                  "summation-order change: against its file, pass or fail lies within its own "

@@ -25,7 +25,8 @@ class TFLitePredictor:
 
     Quantizes the input and dequantizes the output with the file's own parameters, and runs
     whole batches (the batch dimension is resized as needed) on ``num_threads`` CPU threads
-    with XNNPACK.
+    with XNNPACK. ``preserve_all_tensors`` keeps the intermediate tensors of the last call
+    readable through ``interpreter.get_tensor``.
 
     Raises:
         ValueError: the file is not a usable .tflite, or its input size differs from the
@@ -33,9 +34,10 @@ class TFLitePredictor:
     """
 
     def __init__(self, path: str, input_size: Sequence[int] | None = None,
-                 num_threads: int | None = None):
+                 num_threads: int | None = None, preserve_all_tensors: bool = False):
         self.path = path
-        self.interpreter = load_interpreter(path, num_threads=num_threads)
+        self.interpreter = load_interpreter(path, num_threads=num_threads,
+                                            preserve_all_tensors=preserve_all_tensors)
         inp = self.interpreter.get_input_details()
         out = self.interpreter.get_output_details()
         if len(inp) != 1 or len(out) != 1 or len(inp[0]["shape"]) != 4 \
