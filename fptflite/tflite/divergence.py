@@ -33,9 +33,11 @@ def _layer_of_tensor(name: str) -> str | None:
     return parts[1] if len(parts) >= 2 else None
 
 
-def matched_tensors(model: keras.Model, interpreter, batch: int) -> list[tuple[str, int]]:
-    """(Keras layer name, file tensor index) of every single-use layer whose output the file
-    holds as an 8-bit tensor of the same shape, in the Keras model's layer order.
+def matched_tensors(model: keras.Model, interpreter,
+                    batch: int) -> list[tuple[str, int, float, int]]:
+    """(Keras layer name, file tensor index, scale, zero point) of every single-use layer
+    whose output the file holds as a quantized 8-bit tensor of the same shape, in the Keras
+    model's layer order.
 
     The converter names a tensor after the op that produced it ("model/quant_block_2_add/add"
     or "model/quant_Conv1_relu/Relu6;..." for a fused conv, BN and ReLU), so the second path
@@ -43,15 +45,16 @@ def matched_tensors(model: keras.Model, interpreter, batch: int) -> list[tuple[s
     """
     layers = {layer.name: layer for layer in model.layers
               if len(layer.inbound_nodes) == 1}
-    found: dict[str, int] = {}
+    found: dict[str, tuple[str, int, float, int]] = {}
     for t in interpreter.get_tensor_details():
         name = _layer_of_tensor(t["name"])
-        if name not in layers or name in found or t["dtype"] not in (np.int8, np.uint8):
+        scale, zero = t["quantization"]
+        if (name not in layers or name in found or t["dtype"] not in (np.int8, np.uint8)
+                or scale <= 0):
             continue
-        want = [batch, *layers[name].output_shape[1:]]
-        if list(t["shape"]) == want:
-            found[name] = int(t["index"])
-    return [(layer.name, found[layer.name]) for layer in model.layers if layer.name in found]
+        if list(t["shape"]) == [batch, *layers[name].output_shape[1:]]:
+            found[name] = (name, int(t["index"]), float(scale), int(zero))
+    return [found[layer.name] for layer in model.layers if layer.name in found]
 
 
 def layer_divergence(model: keras.Model, tflite_path: str, crops: np.ndarray,
@@ -83,13 +86,11 @@ def layer_divergence(model: keras.Model, tflite_path: str, crops: np.ndarray,
     pairs = matched_tensors(model, interpreter, len(crops))
     if not pairs:
         return []
-    probe = keras.Model(model.input, [model.get_layer(name).output for name, _ in pairs])
+    probe = keras.Model(model.input, [model.get_layer(pair[0]).output for pair in pairs])
     keras_outs = probe(crops, training=False)
     keras_outs = keras_outs if isinstance(keras_outs, list) else [keras_outs]
-    details = {t["index"]: t for t in interpreter.get_tensor_details()}
     rows = []
-    for (name, index), keras_out in zip(pairs, keras_outs, strict=True):
-        scale, zero = details[index]["quantization"]
+    for (name, index, scale, zero), keras_out in zip(pairs, keras_outs, strict=True):
         file_out = (interpreter.get_tensor(index).astype(np.float64) - zero) * scale
         steps = np.rint((file_out - np.asarray(keras_out, np.float64)) / scale)
         rows.append({"layer": name, "differing_fraction": float(np.mean(steps != 0)),
