@@ -1,11 +1,17 @@
 """Top-down pose prediction on an image or a video.
 
     python -m fptflite.predict --model=X.tflite|MODEL_DIR|X.keras (--image=PATH | --video=PATH)
-        [--boxes=COCO_DET_JSON] [--track] [--smooth] --out=PATH [--json_out=PATH]
+        [--boxes=COCO_DET_JSON [--ann_file=COCO_ANN_JSON | --image_id=ID]] [--track] [--smooth]
+        --out=PATH [--json_out=PATH]
 
 Writes the annotated image/video (--out) and COCO-results JSON (--json_out, default --out with
 .json). The last line printed ends with "F frames/s" (end to end). With a .tflite model only
 LiteRT, OpenCV and numpy are used (TensorFlow is not imported).
+
+An image's boxes are the detections of its COCO id: --image_id, or the id of the --ann_file
+``images`` entry whose file_name is the image's basename (never parsed from the file name).
+A detection file of a single image needs neither. The results' ``image_id`` is that id; with
+no --boxes and no id given it is 0. For a video, ``image_id`` is the frame index.
 """
 
 import os
@@ -15,13 +21,23 @@ from absl import app, flags
 
 from fptflite.serving import one_euro
 from fptflite.serving.predictors import load_predictor
-from fptflite.serving.video import PredictError, PredictOptions, predict_image, predict_video
+from fptflite.serving.video import (
+    PredictError,
+    PredictOptions,
+    coco_image_id,
+    predict_image,
+    predict_video,
+)
 
 _MODEL = flags.DEFINE_string("model", None, ".tflite file, .keras file or training dir.")
 _IMAGE = flags.DEFINE_string("image", None, "Input image.")
 _VIDEO = flags.DEFINE_string("video", None, "Input video.")
-_BOXES = flags.DEFINE_string("boxes", None, "COCO detection JSON (image_id = frame index for "
-                             "a video); default: the whole frame.")
+_BOXES = flags.DEFINE_string("boxes", None, "COCO detection JSON (image: the boxes of its COCO "
+                             "id; video: image_id = frame index); default: the whole frame.")
+_ANN_FILE = flags.DEFINE_string("ann_file", None, "Image: COCO annotation JSON whose 'images' "
+                                "entry with the image's file name gives its COCO id.")
+_IMAGE_ID = flags.DEFINE_integer("image_id", None, "Image: its COCO id (selects its --boxes "
+                                 "and is written into the results).")
 _BOX_SCORE = flags.DEFINE_float("box_score_threshold", 0.0, "Ignore boxes scoring below.")
 _TRACK = flags.DEFINE_bool("track", False, "Video: place each crop from the previous frame's "
                            "keypoints (MoveNet's rule).")
@@ -38,19 +54,42 @@ _JSON = flags.DEFINE_string("json_out", None, "COCO-results JSON (default: --out
 flags.mark_flags_as_required(["model", "out"])
 
 
+def _model_file(path: str) -> str:
+    """``--model`` as a model file: a training dir resolves to its best export."""
+    if not os.path.isdir(path):
+        return path
+    # Imported here: fptflite.tasks imports TensorFlow, which a .tflite run must not load.
+    from fptflite.tasks import trainer
+
+    return trainer.best_export(path)
+
+
+def _image_id() -> int | None:
+    """The image's COCO id from --image_id or --ann_file (None when neither is given)."""
+    if _ANN_FILE.value:
+        return coco_image_id(_ANN_FILE.value, _IMAGE.value)
+    return _IMAGE_ID.value
+
+
 def main(argv):
     del argv
     if bool(_IMAGE.value) == bool(_VIDEO.value):
         raise app.UsageError("give exactly one of --image and --video")
+    if _ANN_FILE.value and _IMAGE_ID.value is not None:
+        raise app.UsageError("give at most one of --ann_file and --image_id")
+    if _VIDEO.value and (_ANN_FILE.value or _IMAGE_ID.value is not None):
+        raise app.UsageError("--ann_file and --image_id apply to --image only (a video's "
+                             "image_id is the frame index)")
     json_out = _JSON.value or os.path.splitext(_OUT.value)[0] + ".json"
     opts = PredictOptions(track=_TRACK.value, smooth=_SMOOTH.value,
                           min_cutoff=_MIN_CUTOFF.value, beta=_BETA.value,
                           d_cutoff=_D_CUTOFF.value, box_score_threshold=_BOX_SCORE.value)
     try:
-        predictor = load_predictor(_MODEL.value, _THREADS.value)
+        image_id = _image_id() if _IMAGE.value else None
+        predictor = load_predictor(_model_file(_MODEL.value), _THREADS.value)
         if _IMAGE.value:
             stats = predict_image(predictor, _IMAGE.value, _OUT.value, json_out, _BOXES.value,
-                                  opts)
+                                  opts, image_id)
         else:
             stats = predict_video(predictor, _VIDEO.value, _OUT.value, json_out, _BOXES.value,
                                   opts)
@@ -59,7 +98,8 @@ def main(argv):
         return 2
     if stats["incomplete"]:
         print(f"warning: {stats['incomplete']}", file=sys.stderr)
-    print(f"wrote {_OUT.value} and {json_out}: {stats['people']} poses in "
+    image = f" of image_id {stats['image_id']}" if _IMAGE.value else ""
+    print(f"wrote {_OUT.value} and {json_out}: {stats['people']} poses{image} in "
           f"{stats['frames']} frames")
     print(f"end to end: {stats['frames'] / stats['seconds']:.1f} frames/s")
     return 3 if stats["incomplete"] else 0

@@ -43,8 +43,8 @@ def test_synthetic_is_deterministic_and_coco_schema(tmp_path):
 def test_synthetic_completion_marker_is_written_last(tmp_path, monkeypatch):
     """A kill between the val annotations and the detection file leaves no "done" set: the
     next ensure_data generates it again."""
-    from fptflite.tasks import datasets
-    from fptflite.tasks.configs import DataConfig
+    from fptflite.data import datasets
+    from fptflite.data.datasets import DataConfig
 
     real_write = synthetic.write_json_atomic
     written = []
@@ -157,6 +157,82 @@ def test_bad_annotations_name_file_and_record(tmp_path, mutate, match):
     with pytest.raises(coco.DataError, match=match) as e:
         coco.load_instances(ann, image_dir, 0.75)
     assert "ann.json" in str(e.value)
+
+
+def _two_images(tmp_path):
+    """A valid annotation file of two images (ids 1, 2) with one person each (5, 6)."""
+    d, image_dir = _valid(tmp_path)
+    (tmp_path / "images" / "b.jpg").write_bytes(b"x")
+    d["images"].append({"id": 2, "file_name": "b.jpg", "width": 100, "height": 80})
+    d["annotations"].append(dict(d["annotations"][0], id=6, image_id=2))
+    return d, image_dir
+
+
+# Each bad `images` entry of image 1 (index 0): the message names the file and the record,
+# and with skip_invalid the entry and the persons of its image are counted and skipped.
+@pytest.mark.parametrize("mutate,match,unknown_id", [
+    (lambda d: d["images"][0].pop("id"), r"image entry 0: missing or non-integer id None",
+     True),
+    (lambda d: d["images"][0].update(id="1"), r"image entry 0: missing or non-integer id '1'",
+     True),
+    (lambda d: d["images"][0].update(id=1.0), r"image entry 0: missing or non-integer id 1\.0",
+     True),
+    (lambda d: d["images"].__setitem__(0, "a.jpg"), r"image entry 0: expected a JSON object",
+     True),
+    (lambda d: d["images"][0].pop("file_name"),
+     r"image entry 0 \(id 1\): missing or invalid file_name None", False),
+    (lambda d: d["images"][0].update(file_name=7),
+     r"image entry 0 \(id 1\): missing or invalid file_name 7", False),
+    (lambda d: d["images"][0].update(file_name=""),
+     r"image entry 0 \(id 1\): missing or invalid file_name ''", False),
+    (lambda d: d["images"][0].update(width="100"),
+     r"image entry 0 \(id 1\): width must be a positive number, got '100'", False),
+    (lambda d: d["images"][0].update(width=None),
+     r"image entry 0 \(id 1\): width must be a positive number, got None", False),
+    (lambda d: d["images"][0].update(height=0),
+     r"image entry 0 \(id 1\): height must be a positive number, got 0", False),
+    (lambda d: d["images"][0].update(height=-80), "height must be a positive number", False),
+    (lambda d: d["images"][0].update(height=float("inf")), "height must be a positive", False),
+    (lambda d: d["images"][0].update(width=True), "width must be a positive number", False),
+    (lambda d: d["images"].append({"id": 1, "file_name": "b.jpg", "width": 9, "height": 9}),
+     r"image entry 2 \(id 1\): duplicate id, also that of image entry 0", False),
+    (lambda d: d["images"][0].update(file_name="../escape.jpg"), "image 1: .*escapes", False),
+])
+def test_bad_image_entries_name_file_and_record(tmp_path, mutate, match, unknown_id):
+    d, image_dir = _two_images(tmp_path)
+    mutate(d)
+    ann = _write(tmp_path, d)
+    with pytest.raises(coco.DataError, match=match) as e:
+        coco.load_instances(ann, image_dir, 0.75)
+    assert str(e.value).startswith(f"{ann}, image ")
+    for det_file in (None, _write(tmp_path, [
+            {"image_id": i, "category_id": 1, "bbox": [1, 2, 30, 40], "score": 0.9}
+            for i in (1, 2)], "dets.json")):
+        inst, report = coco.load_instances(ann, image_dir, 0.75, det_file=det_file,
+                                           skip_invalid=True)
+        assert [(i.image_id, i.image_path) for i in inst] == [(2, f"{image_dir}/b.jpg")]
+        person = "unknown image id" if unknown_id else "person on an invalid image entry"
+        assert dict(report.skipped) == {"invalid image entry": 1, person: 1}
+        assert report.kept == 1
+
+
+def test_image_entries_without_size_skip_the_range_check_only(tmp_path):
+    d, image_dir = _two_images(tmp_path)
+    for im in d["images"]:
+        del im["width"], im["height"]
+    d["annotations"][0]["keypoints"] = [500.0, 10.0, 2] * 17  # outside 100x80, now unknown
+    inst, _ = coco.load_instances(_write(tmp_path, d), image_dir, 0.75)
+    assert [i.ann_id for i in inst] == [5, 6]
+
+
+def test_load_coco_validates_image_entries(tmp_path):
+    d, _ = _two_images(tmp_path)
+    d["images"][1]["id"] = 1
+    with pytest.raises(coco.DataError, match=r"ann.json, image entry 1 \(id 1\): duplicate"):
+        coco.load_coco(_write(tmp_path, d))
+    d["images"][1].pop("id")
+    with pytest.raises(coco.DataError, match=r"ann.json, image entry 1: missing or non-int"):
+        coco.load_coco(_write(tmp_path, d))
 
 
 def test_invalid_json_and_missing_file(tmp_path):

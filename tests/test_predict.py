@@ -165,3 +165,80 @@ def test_predict_bad_inputs(files):
     assert rc == 3 and "ended early" in err and files["truncated"] in err
     n = len(json.load(open(d / "trunc_out.json")))
     assert 0 < n < 12 and f"read {n} of 12 frames" in err
+
+
+COCO_IMAGE_ID = 196141  # an image of the real COCO sample with 33 detections
+
+
+def _coco_boxes(det_file, image_id, threshold):
+    """[(x, y, w, h)] of the person detections of one image scoring >= threshold, in file
+    order, read straight from the JSON."""
+    return [r["bbox"] for r in json.load(open(det_file))
+            if r["image_id"] == image_id and r["category_id"] == 1 and r["score"] >= threshold]
+
+
+@pytest.mark.slow
+def test_predict_real_coco_image_uses_only_its_own_boxes(files, coco_sample, tmp_path):
+    image = os.path.join(coco_sample["image_dir"], f"{COCO_IMAGE_ID:012d}.jpg")
+    det, threshold = coco_sample["det_file"], 0.3
+    boxes = _coco_boxes(det, COCO_IMAGE_ID, threshold)
+    assert 0 < len(boxes) < len(_coco_boxes(det, COCO_IMAGE_ID, 0.0))  # the threshold matters
+    for how in (f"--ann_file={coco_sample['ann_file']}", f"--image_id={COCO_IMAGE_ID}"):
+        rc, out, err, tf_loaded = _run(f"--model={files['pose']}", f"--image={image}",
+                                       f"--boxes={det}", f"--box_score_threshold={threshold}",
+                                       how, f"--out={tmp_path}/out.png")
+        assert rc == 0 and not tf_loaded, err
+        results = json.load(open(tmp_path / "out.json"))
+        assert len(results) == len(boxes), how
+        assert {r["image_id"] for r in results} == {COCO_IMAGE_ID}
+        # Result i comes from box i: its keypoints lie in that box's square crop (the 64x64
+        # model: side max(w, h) x 1.25, plus one heatmap pixel of slack).
+        for r, (x, y, w, h) in zip(results, boxes, strict=True):
+            xy = np.asarray(r["keypoints"]).reshape(17, 3)[:, :2]
+            half = max(w, h) * 1.25 / 2 * (1 + 2 / 16)
+            assert np.all(np.abs(xy - (x + w / 2, y + h / 2)) <= half), how
+
+
+@pytest.mark.slow
+def test_predict_image_boxes_need_an_image_id(files, coco_sample, tmp_path):
+    det = coco_sample["det_file"]
+    image = os.path.join(coco_sample["image_dir"], f"{COCO_IMAGE_ID:012d}.jpg")
+    out = tmp_path / "out.png"
+    # Four images' detections and no id: an error, even though the file name holds the id.
+    rc, _, err, _ = _run(f"--model={files['pose']}", f"--image={image}", f"--boxes={det}",
+                         f"--out={out}")
+    ids = sorted({r["image_id"] for r in json.load(open(det))})
+    assert rc == 2 and det in err and ", ".join(map(str, ids)) in err, err
+    assert not out.exists()
+    # The id is looked up by file name in the annotation file, never parsed from it.
+    renamed = tmp_path / "photo.jpg"
+    renamed.write_bytes(open(image, "rb").read())
+    rc, _, err, _ = _run(f"--model={files['pose']}", f"--image={renamed}", f"--boxes={det}",
+                         f"--ann_file={coco_sample['ann_file']}", f"--out={out}")
+    assert rc == 2 and "no 'images' entry has file_name 'photo.jpg'" in err, err
+    assert coco_sample["ann_file"] in err
+    # An id without detections in the file.
+    rc, _, err, _ = _run(f"--model={files['pose']}", f"--image={renamed}", f"--boxes={det}",
+                         "--image_id=12345", f"--out={out}")
+    assert rc == 2 and "no person detection of image 12345" in err and det in err, err
+    # A single-image detection file needs no id, and its id is written.
+    single = tmp_path / "single.json"
+    single.write_text(json.dumps([r for r in json.load(open(det))
+                                  if r["image_id"] == COCO_IMAGE_ID]))
+    rc, _, err, _ = _run(f"--model={files['pose']}", f"--image={renamed}", f"--boxes={single}",
+                         "--box_score_threshold=0.5", f"--out={out}")
+    assert rc == 0, err
+    results = json.load(open(tmp_path / "out.json"))
+    assert len(results) == len(_coco_boxes(det, COCO_IMAGE_ID, 0.5))
+    assert {r["image_id"] for r in results} == {COCO_IMAGE_ID}
+
+
+def test_load_predictor_takes_model_files_only(tmp_path):
+    from fptflite.serving.predictors import load_predictor
+
+    with pytest.raises(ValueError, match=f"{tmp_path} is a directory: pass a .tflite"):
+        load_predictor(str(tmp_path))
+    other = tmp_path / "model.pb"
+    other.write_bytes(b"x")
+    with pytest.raises(ValueError, match="model.pb: unknown model file type"):
+        load_predictor(str(other))

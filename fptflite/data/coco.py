@@ -15,8 +15,10 @@ import json
 import os
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 from absl import logging
+from pycocotools.coco import COCO
 
 from fptflite.data.geometry import box_to_center_size
 from fptflite.keypoints import NUM_KEYPOINTS, PERSON_CATEGORY
@@ -86,23 +88,97 @@ def read_json(path: str, kind: str, expected: type):
     return data
 
 
-def load_coco(ann_file: str):
-    """Loads an annotation file with pycocotools, quietly, with a clear error if it is bad."""
-    from pycocotools.coco import COCO
-
+def _read_annotation_file(ann_file: str) -> dict:
+    """The annotation JSON, checked to hold ``images``, ``annotations`` and ``categories``."""
     dataset = read_json(ann_file, "annotation", dict)
     for key in ("images", "annotations", "categories"):
         if not isinstance(dataset.get(key), list):
             raise DataError(f"annotation file {ann_file}: missing or invalid '{key}' list")
-    for im in dataset["images"]:
-        if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
-            raise DataError(f"annotation file {ann_file}: image entry {im!r:.120} lacks "
-                            "'id' or 'file_name'")
-    for a in dataset["annotations"]:
+    return dataset
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _image_entry_problem(entry: dict) -> str | None:
+    """What is wrong with an ``images`` entry whose id is valid, or None.
+
+    ``file_name`` must be a non-empty string; ``width`` and ``height`` may be absent (the
+    keypoint range check is then skipped) but, when present, must be positive finite numbers.
+    """
+    name = entry.get("file_name")
+    if not isinstance(name, str) or not name:
+        return f"missing or invalid file_name {name!r:.120}"
+    for key in ("width", "height"):
+        value = entry.get(key, 1)
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and np.isfinite(value) and value > 0):
+            return f"{key} must be a positive number, got {value!r:.120}"
+    return None
+
+
+def _fail_always(reason_key: str, message: str):
+    raise DataError(message)
+
+
+def _index_images(entries: list, ann_file: str, fail=_fail_always
+                  ) -> tuple[dict[int, dict], set[int]]:
+    """Validates the ``images`` entries and indexes the valid ones by id.
+
+    Args:
+        entries: the ``images`` list of ``ann_file``.
+        ann_file: named, with the entry's index and id, in every message.
+        fail: ``fail(reason_key, message)`` for each invalid entry: raises, or counts it.
+
+    Returns:
+        (id -> entry of the valid entries, ids of the invalid entries: an entry with a bad
+        field, or every entry of a duplicated id).
+    """
+    images: dict[int, dict] = {}
+    first_index: dict[int, int] = {}
+    bad: set[int] = set()
+    for i, entry in enumerate(entries):
+        source = f"{ann_file}, image entry {i}"
+        image_id = entry.get("id") if isinstance(entry, dict) else None
+        if not isinstance(entry, dict) or not _is_int(image_id):
+            what = f"missing or non-integer id {image_id!r:.120}" if isinstance(entry, dict) \
+                else f"expected a JSON object, got {entry!r:.120}"
+            fail("invalid image entry", f"{source}: {what}")
+            continue
+        source = f"{source} (id {image_id})"
+        if image_id in first_index:
+            problem = f"duplicate id, also that of image entry {first_index[image_id]}"
+        else:
+            first_index[image_id] = i
+            problem = _image_entry_problem(entry)
+        if problem is None:
+            images[image_id] = entry
+            continue
+        fail("invalid image entry", f"{source}: {problem}")
+        bad.add(image_id)
+        images.pop(image_id, None)
+    return images, bad
+
+
+def _check_annotation_records(annotations: list, ann_file: str) -> None:
+    """Every annotation is a dict with an id, an image_id and a valid category_id."""
+    for a in annotations:
         if not isinstance(a, dict) or "image_id" not in a or "id" not in a:
             raise DataError(f"annotation file {ann_file}: annotation {a!r:.120} lacks "
                             "'id' or 'image_id'")
         _check_category(a, f"{ann_file}, annotation {a['id']} (image {a['image_id']})")
+
+
+def load_coco(ann_file: str):
+    """Loads an annotation file with pycocotools, quietly, with a clear error if it is bad.
+
+    Raises:
+        DataError: unreadable file, an invalid ``images`` entry or annotation (named).
+    """
+    dataset = _read_annotation_file(ann_file)
+    _index_images(dataset["images"], ann_file)
+    _check_annotation_records(dataset["annotations"], ann_file)
     coco = COCO()
     coco.dataset = dataset
     with contextlib.redirect_stdout(io.StringIO()):
@@ -170,6 +246,113 @@ def _check_keypoints(kps, image: dict, source: str) -> np.ndarray:
     return k
 
 
+class _InstanceReader:
+    """One ``load_instances`` call: the validated images, the report and the instances."""
+
+    def __init__(self, ann_file: str, image_dir: str, aspect_ratio: float,
+                 skip_invalid: bool, check_images_exist: bool):
+        self.ann_file, self.image_dir, self.aspect_ratio = ann_file, image_dir, aspect_ratio
+        self.skip_invalid, self.check_images_exist = skip_invalid, check_images_exist
+        self.report = LoadReport()
+        self.instances: list[PersonInstance] = []
+        self._paths: dict[int, str] = {}
+        dataset = _read_annotation_file(ann_file)
+        self.images, self.bad_images = _index_images(dataset["images"], ann_file, self.fail)
+        _check_annotation_records(dataset["annotations"], ann_file)
+        self.annotations = dataset["annotations"]
+
+    def fail(self, reason_key: str, message: str) -> None:
+        """Raises ``DataError(message)``, or (skip_invalid) counts and logs it."""
+        if not self.skip_invalid:
+            raise DataError(message)
+        self.report.skipped[reason_key] += 1
+        logging.warning("skipping: %s", message)
+
+    def image(self, image_id) -> dict:
+        """The valid ``images`` entry of ``image_id``, or {} (unknown, invalid, not an int)."""
+        return self.images.get(image_id, {}) if _is_int(image_id) else {}
+
+    def image_path(self, image_id, source: str) -> str | None:
+        """The image file of ``image_id``, or None after a skipped problem."""
+        if not _is_int(image_id) or (image_id not in self.images
+                                     and image_id not in self.bad_images):
+            self.fail("unknown image id",
+                      f"{source}: image_id {image_id} is not in {self.ann_file}")
+            return None
+        if image_id in self._paths:
+            return self._paths[image_id]
+        if image_id in self.bad_images:
+            self.report.skipped["person on an invalid image entry"] += 1
+            return None
+        try:
+            path = safe_image_path(self.image_dir, self.images[image_id]["file_name"],
+                                   f"{self.ann_file}, image {image_id}")
+        except DataError as e:
+            self.fail("invalid image entry", str(e))
+            self.bad_images.add(image_id)
+            self.report.skipped["person on an invalid image entry"] += 1
+            return None
+        if self.check_images_exist and not os.path.isfile(path):
+            self.fail("missing image",
+                      f"{self.ann_file}, image {image_id}: file not found: {path}")
+            return None
+        self._paths[image_id] = path
+        return path
+
+    def add(self, image_id, box, kps, score: float, ann_id: int, source: str) -> None:
+        path = self.image_path(image_id, source)
+        if path is not None:
+            center, size = box_to_center_size(box, self.aspect_ratio)
+            self.instances.append(PersonInstance(image_id, path, center, size, kps, score,
+                                                 float(size[0] * size[1]), ann_id))
+
+    def read_annotations(self) -> None:
+        """Ground-truth persons: non-crowd, with at least one labelled keypoint."""
+        for ann in self.annotations:
+            source = f"{self.ann_file}, annotation {ann['id']} (image {ann['image_id']})"
+            try:
+                if not _check_category(ann, source):
+                    continue
+                if ann.get("iscrowd", 0):
+                    self.report.skipped["crowd"] += 1
+                    continue
+                raw = ann.get("keypoints")
+                if not raw or ann.get("num_keypoints", 1) == 0:
+                    self.report.skipped["no keypoints"] += 1
+                    continue
+                kps = _check_keypoints(raw, self.image(ann["image_id"]), source)
+                if not (kps[:, 2] > 0).any():
+                    self.report.skipped["no keypoints"] += 1
+                    continue
+                box = _check_box(ann.get("bbox"), source)
+            except DataError as e:
+                self.fail("invalid annotation", str(e))
+                continue
+            self.add(ann["image_id"], box, kps, 1.0, int(ann["id"]), source)
+
+    def read_detections(self, det_file: str, score_threshold: float) -> None:
+        """Every person detection box scoring ``score_threshold`` or more."""
+        for i, det in enumerate(read_json(det_file, "detection", list)):
+            source = f"{det_file}, detection {i}"
+            if not isinstance(det, dict) or "image_id" not in det or "score" not in det:
+                self.fail("invalid detection", f"{source}: needs image_id, bbox and score")
+                continue
+            try:
+                if not _check_category(det, source):
+                    continue
+                score = _numbers([det["score"]], source, "score")[0]
+                if not np.isfinite(score):
+                    raise DataError(f"{source}: score {det['score']} is not finite")
+                if not score >= score_threshold:
+                    self.report.skipped["below score threshold"] += 1
+                    continue
+                box = _check_box(det.get("bbox"), source)
+            except DataError as e:
+                self.fail("invalid detection", str(e))
+                continue
+            self.add(det["image_id"], box, _NO_KEYPOINTS, float(score), -1, source)
+
+
 def load_instances(
     ann_file: str,
     image_dir: str,
@@ -186,6 +369,11 @@ def load_instances(
     keypoint (SimpleBaseline/HRNet's rule for both training and GT-box evaluation).
     Detections: every box of a person detection with score >= ``det_score_threshold``.
 
+    Every ``images`` entry is validated (integer ``id``, unique; non-empty string
+    ``file_name`` inside ``image_dir``; ``width``/``height`` positive numbers when present).
+    With ``skip_invalid``, an invalid entry counts as "invalid image entry" and the persons
+    of its image as "person on an invalid image entry".
+
     Args:
         ann_file: COCO person keypoints JSON.
         image_dir: folder that ``file_name`` entries are relative to.
@@ -198,83 +386,18 @@ def load_instances(
 
     Returns:
         (instances, report).
+
+    Raises:
+        DataError: a bad file or record (unless skipped), naming the file and the record; or
+            no usable person instance.
     """
-    coco = load_coco(ann_file)
-    report = LoadReport()
-    images = coco.imgs
-    instances: list[PersonInstance] = []
-
-    def fail(reason_key: str, message: str):
-        if not skip_invalid:
-            raise DataError(message)
-        report.skipped[reason_key] += 1
-        logging.warning("skipping: %s", message)
-
-    path_cache: dict[int, str] = {}
-
-    def image_path(image_id, source) -> str | None:
-        if image_id not in path_cache:
-            if image_id not in images:
-                fail("unknown image id", f"{source}: image_id {image_id} is not in {ann_file}")
-                return None
-            path = safe_image_path(image_dir, images[image_id]["file_name"],
-                                   f"{ann_file}, image {image_id}")
-            if check_images_exist and not os.path.isfile(path):
-                fail("missing image", f"{ann_file}, image {image_id}: file not found: {path}")
-                return None
-            path_cache[image_id] = path
-        return path_cache[image_id]
-
-    def add(image_id, box, kps, score: float, ann_id: int, source: str) -> None:
-        path = image_path(image_id, source)
-        if path is not None:
-            center, size = box_to_center_size(box, aspect_ratio)
-            instances.append(PersonInstance(image_id, path, center, size, kps, score,
-                                            float(size[0] * size[1]), ann_id))
-
+    reader = _InstanceReader(ann_file, image_dir, aspect_ratio, skip_invalid,
+                             check_images_exist)
     if det_file is None:
-        for ann in coco.dataset["annotations"]:
-            source = f"{ann_file}, annotation {ann['id']} (image {ann['image_id']})"
-            try:
-                if not _check_category(ann, source):
-                    continue
-                if ann.get("iscrowd", 0):
-                    report.skipped["crowd"] += 1
-                    continue
-                raw = ann.get("keypoints")
-                if not raw or ann.get("num_keypoints", 1) == 0:
-                    report.skipped["no keypoints"] += 1
-                    continue
-                kps = _check_keypoints(raw, images.get(ann["image_id"], {}), source)
-                if not (kps[:, 2] > 0).any():
-                    report.skipped["no keypoints"] += 1
-                    continue
-                box = _check_box(ann.get("bbox"), source)
-            except DataError as e:
-                fail("invalid annotation", str(e))
-                continue
-            add(ann["image_id"], box, kps, 1.0, int(ann["id"]), source)
+        reader.read_annotations()
     else:
-        dets = read_json(det_file, "detection", list)
-        for i, det in enumerate(dets):
-            source = f"{det_file}, detection {i}"
-            if not isinstance(det, dict) or "image_id" not in det or "score" not in det:
-                fail("invalid detection", f"{source}: needs image_id, bbox and score")
-                continue
-            try:
-                if not _check_category(det, source):
-                    continue
-                score = _numbers([det["score"]], source, "score")[0]
-                if not np.isfinite(score):
-                    raise DataError(f"{source}: score {det['score']} is not finite")
-                if not score >= det_score_threshold:
-                    report.skipped["below score threshold"] += 1
-                    continue
-                box = _check_box(det.get("bbox"), source)
-            except DataError as e:
-                fail("invalid detection", str(e))
-                continue
-            add(det["image_id"], box, _NO_KEYPOINTS, float(score), -1, source)
+        reader.read_detections(det_file, det_score_threshold)
+    instances, report = reader.instances, reader.report
     report.kept = len(instances)
     if not instances:
         raise DataError(f"no usable person instances in {det_file or ann_file}")
@@ -284,8 +407,6 @@ def load_instances(
 
 def check_image(path: str) -> str | None:
     """Returns None if ``path`` decodes as an image, else the reason it does not."""
-    import cv2
-
     if not os.path.isfile(path):
         return "file not found"
     img = cv2.imread(path, cv2.IMREAD_REDUCED_GRAYSCALE_8)

@@ -1,8 +1,9 @@
 """Top-down prediction on an image or a video: crops, model, tracking, smoothing, outputs.
 
 Each frame's crops come from a COCO detection file (boxes of ``image_id`` = the frame index
-for a video; every box for an image), from the previous frame's keypoints (``track``, the
-MoveNet rule of ``fptflite.serving.tracking``) or from the whole frame. Crops are affine
+for a video; for an image, the boxes of that image's COCO id, given or looked up by file name
+in a COCO annotation file), from the previous frame's keypoints (``track``, the MoveNet rule
+of ``fptflite.serving.tracking``) or from the whole frame. Crops are affine
 warps (bilinear, black outside the frame) to the model's input; keypoints are mapped back
 with the inverse warp. Outputs: the annotated image/video and COCO-results JSON, both
 written atomically (a failed run leaves no partial file). Uses numpy, OpenCV and LiteRT only
@@ -58,8 +59,33 @@ class Region:
     score: float = 1.0
 
 
+def _image_id(value, source: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise PredictError(f"{source}: image_id must be an integer, got {value!r:.100}")
+    return value
+
+
+def _check_detection(r, src: str) -> tuple[np.ndarray, float]:
+    """Box [x, y, w, h] and score of one detection record."""
+    if not isinstance(r, dict) or "bbox" not in r or "image_id" not in r:
+        raise PredictError(f"{src}: expected a dict with image_id and bbox, got {r!r:.100}")
+    b = r["bbox"]
+    if not (isinstance(b, list) and len(b) == 4 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in b)):
+        raise PredictError(f"{src}: bbox must be [x, y, w, h] numbers, got {b!r:.100}")
+    if not np.all(np.isfinite(b)) or b[2] <= 0 or b[3] <= 0:
+        raise PredictError(f"{src}: bbox {b} has zero, negative or non-finite size")
+    score = r.get("score", 1.0)
+    if not isinstance(score, (int, float)) or isinstance(score, bool) or not np.isfinite(score):
+        raise PredictError(f"{src}: score must be a finite number, got {score!r:.100}")
+    return np.asarray(b, float), float(score)
+
+
 def load_boxes(path: str, min_score: float = 0.0) -> dict[int, list[tuple[np.ndarray, float]]]:
-    """COCO detections -> image_id -> [(box [x, y, w, h], score)] (person boxes only).
+    """COCO detections -> image_id -> [(box [4] = [x, y, w, h], score)] (person boxes only).
+
+    Every image id of a person detection is a key, even when none of its boxes scores
+    ``min_score`` or more (its list is then empty).
 
     Raises:
         PredictError: unreadable file, a malformed record (named by index), or no boxes.
@@ -71,22 +97,79 @@ def load_boxes(path: str, min_score: float = 0.0) -> dict[int, list[tuple[np.nda
     boxes: dict[int, list] = {}
     for i, r in enumerate(records):
         src = f"{path}, record {i}"
-        if not isinstance(r, dict) or "bbox" not in r or "image_id" not in r:
-            raise PredictError(f"{src}: expected a dict with image_id and bbox, got {r!r:.100}")
-        b = r["bbox"]
-        if not (isinstance(b, list) and len(b) == 4 and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in b)):
-            raise PredictError(f"{src}: bbox must be [x, y, w, h] numbers, got {b!r:.100}")
-        if not np.all(np.isfinite(b)) or b[2] <= 0 or b[3] <= 0:
-            raise PredictError(f"{src}: bbox {b} has zero, negative or non-finite size")
+        box, score = _check_detection(r, src)
         if r.get("category_id", 1) != PERSON_CATEGORY["id"]:
             continue
-        score = float(r.get("score", 1.0))
+        kept = boxes.setdefault(_image_id(r["image_id"], src), [])
         if score >= min_score:
-            boxes.setdefault(int(r["image_id"]), []).append((np.asarray(b, float), score))
-    if not boxes:
+            kept.append((box, score))
+    if not any(boxes.values()):
         raise PredictError(f"{path}: no person boxes (with score >= {min_score})")
     return boxes
+
+
+def _id_list(ids) -> str:
+    ids = sorted(ids)
+    return ", ".join(map(str, ids[:10])) + (f", ... ({len(ids)} ids)" if len(ids) > 10 else "")
+
+
+def boxes_of_image(path: str, image_id: int | None, min_score: float = 0.0
+                   ) -> tuple[int, list[tuple[np.ndarray, float]]]:
+    """The person boxes of one image in a COCO detection file, and that image's id.
+
+    Args:
+        path: COCO detection JSON.
+        image_id: the image's COCO id; None only when every person detection of the file
+            belongs to one image (that image's id is then used).
+        min_score: boxes scoring below are dropped.
+
+    Returns:
+        (image_id, [(box [4] = [x, y, w, h], score)]).
+
+    Raises:
+        PredictError: the file holds several image ids and none is given; the image has no
+            person detection in the file, or none scoring ``min_score`` or more.
+    """
+    boxes = load_boxes(path, min_score)
+    if image_id is None:
+        if len(boxes) > 1:
+            raise PredictError(
+                f"{path} holds person detections of {len(boxes)} images (image ids "
+                f"{_id_list(boxes)}): give the image's COCO id (--image_id) or an annotation "
+                "file to look it up by file name (--ann_file)")
+        image_id = next(iter(boxes))
+    if image_id not in boxes:
+        raise PredictError(f"{path}: no person detection of image {image_id} (the file has "
+                           f"image ids {_id_list(boxes)})")
+    if not boxes[image_id]:
+        raise PredictError(f"{path}: no person box of image {image_id} with score >= "
+                           f"{min_score}")
+    return image_id, boxes[image_id]
+
+
+def coco_image_id(ann_file: str, image_path: str) -> int:
+    """The COCO id of an image: that of the ``images`` entry of ``ann_file`` whose
+    ``file_name`` equals the image's basename (the file name itself is never parsed).
+
+    Raises:
+        PredictError: unreadable file, no (or an ambiguous) matching entry, or an invalid id.
+    """
+    try:
+        images = read_json(ann_file, "annotation", dict).get("images")
+    except DataError as e:
+        raise PredictError(str(e)) from e
+    if not isinstance(images, list):
+        raise PredictError(f"annotation file {ann_file}: missing or invalid 'images' list")
+    name = os.path.basename(image_path)
+    ids = {_image_id(im.get("id"), f"annotation file {ann_file}, image entry {i}")
+           for i, im in enumerate(images) if isinstance(im, dict) and im.get("file_name") == name}
+    if not ids:
+        raise PredictError(f"annotation file {ann_file}: no 'images' entry has file_name "
+                           f"{name!r} (the image {image_path})")
+    if len(ids) > 1:
+        raise PredictError(f"annotation file {ann_file}: several 'images' entries have "
+                           f"file_name {name!r}, with ids {_id_list(ids)}")
+    return ids.pop()
 
 
 def _box_regions(boxes, width: int, height: int, aspect: float, source: str) -> list[Region]:
@@ -117,10 +200,15 @@ def predict_region(predictor, frame: np.ndarray, region: Region
     return apply_affine(np.linalg.inv(m), xy), np.asarray(scores, np.float64)
 
 
-def coco_result(frame_index: int, xy: np.ndarray, scores: np.ndarray, box_score: float
-                ) -> dict:
+def coco_result(frame_index: int, xy: np.ndarray, scores: np.ndarray, box_score: float,
+                image_id: int | None = None) -> dict:
+    """One COCO-results record from keypoints [K, 2] and scores [K].
+
+    ``image_id`` defaults to the frame index (videos).
+    """
     kps = np.concatenate([xy, scores[:, None]], axis=1)
-    return {"image_id": int(frame_index), "frame_index": int(frame_index),
+    image_id = frame_index if image_id is None else image_id
+    return {"image_id": int(image_id), "frame_index": int(frame_index),
             "category_id": PERSON_CATEGORY["id"],
             "keypoints": [round(float(v), 3) for v in kps.reshape(-1)],
             "score": round(float(scores.mean() * box_score), 5)}
@@ -184,25 +272,41 @@ def _read_image(path: str) -> np.ndarray:
 
 
 def predict_image(predictor, image_path: str, out_path: str, json_path: str,
-                  boxes_path: str | None = None, opts: PredictOptions | None = None) -> dict:
-    """Predicts every person of one image; writes the annotated image and the JSON."""
+                  boxes_path: str | None = None, opts: PredictOptions | None = None,
+                  image_id: int | None = None) -> dict:
+    """Predicts every person of one image; writes the annotated image and the JSON.
+
+    Args:
+        predictor: crop [H, W, 3] uint8 -> (keypoints [K, 2], scores [K]).
+        image_path, out_path, json_path: the image, the annotated image and the
+            COCO-results JSON to write.
+        boxes_path: COCO detection JSON; only the boxes of ``image_id`` are used (see
+            ``boxes_of_image``). None: one crop of the whole image.
+        opts: prediction options (``smooth`` does not apply to an image).
+        image_id: the image's COCO id. It is the ``image_id`` of every result; when None,
+            that of a detection file holding a single image, else 0.
+
+    Returns:
+        {"frames": 1, "people", "seconds", "incomplete": None, "image_id"}.
+    """
     opts = opts or PredictOptions()
     t0 = time.perf_counter()
     frame = _read_image(image_path)
     boxes = None
     if boxes_path:
-        all_boxes = load_boxes(boxes_path, opts.box_score_threshold)
-        boxes = {0: [b for v in all_boxes.values() for b in v]}
+        image_id, own = boxes_of_image(boxes_path, image_id, opts.box_score_threshold)
+        boxes = {0: own}
+    image_id = 0 if image_id is None else image_id
     people = FramePredictor(predictor, dataclasses.replace(opts, smooth=False))(
         frame, 0, boxes, image_path)
-    results = [coco_result(0, xy, s, bs) for xy, s, bs in people]
+    results = [coco_result(0, xy, s, bs, image_id) for xy, s, bs in people]
     out = annotate(frame, [(xy, s) for xy, s, _ in people], opts.draw_threshold)
     with atomic_path(out_path) as tmp:
         if not cv2.imwrite(tmp, cv2.cvtColor(out, cv2.COLOR_RGB2BGR)):
             raise PredictError(f"cannot write image {out_path} (unknown extension?)")
     write_json_atomic(json_path, results)
     return {"frames": 1, "people": len(results), "seconds": time.perf_counter() - t0,
-            "incomplete": None}
+            "incomplete": None, "image_id": image_id}
 
 
 def _open_video(path: str):
