@@ -36,9 +36,10 @@ _ROUNDS = flags.DEFINE_integer("rounds", 4, "Alternating rounds per file.")
 def convert_random_body(name: str, size: int, num_calibration: int, out_dir: str
                         ) -> tuple[str, str]:
     """A zoo model with random weights at [size, size] -> (drop-in, heatmap int8) paths."""
+    # lazy: TensorFlow and the converter only for --model; timing given files needs LiteRT only
     import fptflite  # noqa: F401  (selects tf_keras before TensorFlow loads)
     from fptflite.models import build_model
-    from fptflite.serving import android
+    from fptflite.serving import android, dropin_build
     from fptflite.tflite import convert as convert_lib
 
     body = build_model(name, (size, size))
@@ -46,7 +47,7 @@ def convert_random_body(name: str, size: int, num_calibration: int, out_dir: str
     calib = calib.astype(np.float32)
     paths = (os.path.join(out_dir, android.DROPIN_FILENAME),
              os.path.join(out_dir, android.HEATMAP_FILENAME))
-    for path, data in zip(paths, (android.convert_dropin(body, "ptq", calib),
+    for path, data in zip(paths, (dropin_build.convert_dropin(body, "ptq", calib),
                                   convert_lib.convert(body, "int8_ptq", calib)), strict=True):
         with open(path, "wb") as f:
             f.write(data)

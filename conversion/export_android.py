@@ -16,14 +16,16 @@ import sys
 from absl import app, flags
 
 import fptflite  # noqa: F401  (selects tf_keras before TensorFlow loads)
-from fptflite.models.io import load_model
-from fptflite.serving import android
+from fptflite.data import datasets
+from fptflite.keypoints import NUM_KEYPOINTS
+from fptflite.quantization.model_io import load_model
+from fptflite.serving import android, dropin_build
 from fptflite.tasks import trainer
-from fptflite.tflite import convert as convert_lib
+from fptflite.tasks.calibration import calibration_crops_for
 
 _MODEL = flags.DEFINE_string("model", None, "Float training dir or float .keras file.")
 _OUT = flags.DEFINE_string("out_dir", "android_demo_assets", "Assets folder.")
-_INT8 = flags.DEFINE_enum("int8", "qat", list(android.INT8_MODES), "Which int8 body.")
+_INT8 = flags.DEFINE_enum("int8", "qat", list(dropin_build.INT8_MODES), "Which int8 body.")
 _QAT = flags.DEFINE_string("qat_model", None, "QAT .h5 or QAT training dir (default "
                            "MODEL/qat when --model is a dir).")
 _WORK = flags.DEFINE_string("work_dir", None, "Where the heatmap-output int8 reference file "
@@ -31,7 +33,7 @@ _WORK = flags.DEFINE_string("work_dir", None, "Where the heatmap-output int8 ref
 _CALIB_ANN = flags.DEFINE_string("calib_ann_file", None, "Calibration annotations (default: "
                                  "the training set of --model's config).")
 _CALIB_IMG = flags.DEFINE_string("calib_image_dir", None, "Calibration images.")
-_NUM_CALIB = flags.DEFINE_integer("num_calibration", convert_lib.DEFAULT_NUM_CALIBRATION,
+_NUM_CALIB = flags.DEFINE_integer("num_calibration", datasets.DEFAULT_NUM_CALIBRATION,
                                   "Calibration crops.")
 _REPORT = flags.DEFINE_string("main_job_report", None, "A main job report.json whose AP and "
                               "parity figures go into the model card.")
@@ -51,6 +53,13 @@ def main(argv):
     del argv
     source = _resolve(_MODEL.value)
     float_model = load_model(source)
+    k = int(float_model.output_shape[-1])
+    if k != NUM_KEYPOINTS:
+        raise app.UsageError(
+            f"{source} predicts {k} keypoints, but the Android drop-in replaces MoveNet, whose "
+            f"contract is COCO's {NUM_KEYPOINTS} keypoints (an MPII model has 16): export a "
+            "model trained on a COCO-layout dataset, or use conversion.convert for a plain "
+            ".tflite")
     if _INT8.value == "qat":
         qat_path = _QAT.value or (os.path.join(_MODEL.value, "qat")
                                   if os.path.isdir(_MODEL.value) else None)
@@ -59,9 +68,8 @@ def main(argv):
         body = load_model(_resolve(qat_path))
     else:
         body = float_model
-    cfg = trainer.load_config(_MODEL.value) if os.path.isdir(_MODEL.value) else None
-    calib = convert_lib.calibration_crops_from(
-        _CALIB_ANN.value, _CALIB_IMG.value, float_model.input_shape[1:3], _NUM_CALIB.value, cfg)
+    calib = calibration_crops_for(_MODEL.value, _CALIB_ANN.value, _CALIB_IMG.value,
+                                  float_model.input_shape[1:3], _NUM_CALIB.value)
     measured = _measured(_REPORT.value, _INT8.value) if _REPORT.value else \
         {"ap": None, "parity": None,
          "ap_note": "not measured here: pass --main_job_report (make demo fills it)"}

@@ -11,8 +11,9 @@ import tf_keras as keras
 
 from fptflite.codec import decode_heatmaps, encode_keypoints, heatmap_to_crop
 from fptflite.keypoints import COCO_KEYPOINT_NAMES
-from fptflite.serving import android, app_pipeline
+from fptflite.serving import android, app_pipeline, dropin_build, dropin_check
 from fptflite.serving.decode_layer import HeatmapPeakDecode
+from fptflite.tflite import litert
 
 SIZE = 64
 FRAME = (160, 160)
@@ -75,12 +76,10 @@ def _decode_tflite(hm):
     DEQUANTIZE) and run on the LiteRT interpreter with XNNPACK."""
     import tensorflow as tf
 
-    from fptflite.tflite.audit import load_interpreter
-
     inp = keras.Input(hm.shape[1:], batch_size=1)
     model = keras.Model(inp, HeatmapPeakDecode()(inp))
-    interp = load_interpreter(model_content=tf.lite.TFLiteConverter.from_keras_model(model)
-                              .convert(), num_threads=1)
+    interp = litert.load_interpreter(
+        model_content=tf.lite.TFLiteConverter.from_keras_model(model).convert(), num_threads=1)
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     outputs = []
     for x in hm:
@@ -129,7 +128,7 @@ def test_dropin_needs_a_square_input():
     from fptflite.models import build_model
 
     with pytest.raises(ValueError, match="square"):
-        android.build_dropin_model(build_model("fasterpose_mnv2_035", (64, 32)))
+        dropin_build.build_dropin_model(build_model("fasterpose_mnv2_035", (64, 32)))
 
 
 def _frames_dataset(root):
@@ -166,10 +165,9 @@ def _frames_dataset(root):
 @pytest.fixture(scope="module")
 def dropin(tmp_path_factory):
     """A tiny model fitted to rendered single-figure frames, exported as the drop-in (PTQ)."""
-    from fptflite.data.coco import load_instances
-    from fptflite.models.io import load_model
+    from fptflite.data import datasets
+    from fptflite.quantization.model_io import load_model
     from fptflite.tasks import configs, trainer
-    from fptflite.tflite import convert as convert_lib
 
     root = str(tmp_path_factory.mktemp("android"))
     data = os.path.join(root, "data")
@@ -184,9 +182,7 @@ def dropin(tmp_path_factory):
     trainer.train(cfg, model_dir)
     source = trainer.best_export(model_dir)
     body = load_model(source)
-    paths = cfg.data.paths()
-    instances, _ = load_instances(paths["train_ann"], paths["train_images"], 1.0)
-    calib = convert_lib.calibration_crops(instances, (SIZE, SIZE), 16)
+    calib = datasets.split_calibration_crops(cfg.data, (SIZE, SIZE), "train", 16)
     assets = os.path.join(root, "assets")
     card = android.export_android(body, "ptq", assets, calib, source, os.path.join(root, "w"),
                                   threads=(2,))
@@ -197,12 +193,12 @@ def dropin(tmp_path_factory):
 @pytest.mark.slow
 def test_dropin_file_contract_and_ops(dropin):
     path = os.path.join(dropin["assets"], android.DROPIN_FILENAME)
-    report = android.audit_dropin(path)
+    report = dropin_check.audit_dropin(path)
     assert report["passed"], report["problems"]
     assert report["input"] == {"shape": [1, SIZE, SIZE, 3], "dtype": "uint8",
                                "quantization": report["input"]["quantization"]}
     assert report["output"] == {"shape": [1, 1, 17, 3], "dtype": "float32"}
-    assert not set(report["ops"]) & android.FORBIDDEN_OPS
+    assert not set(report["ops"]) & dropin_check.FORBIDDEN_OPS
     assert report["ops"]["DEQUANTIZE"] == 1  # one float boundary: int8 body, float decode
     assert "looks compatible with GPU delegate" in report["gpu_compatibility"]
     card = json.load(open(os.path.join(dropin["assets"], "model_card.json")))
@@ -220,15 +216,10 @@ def test_dropin_file_contract_and_ops(dropin):
 def test_app_pipeline_matches_python_decode(dropin):
     """The file in a replica of MoveNet.kt's pipeline vs decode_heatmaps(dark) of the same
     file's heatmaps, mapped to the same frame."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    interp = Interpreter(
-        model_path=os.path.join(dropin["assets"], android.DROPIN_FILENAME),
-        experimental_preserve_all_tensors=True,
-        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    interp.allocate_tensors()
+    path = os.path.join(dropin["assets"], android.DROPIN_FILENAME)
+    interp = litert.load_interpreter(path, delegates=False, preserve_all_tensors=True)
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    hm_index = android.heatmap_tensor_index(interp)
+    hm_index = dropin_check.heatmap_tensor_index(interp, litert.list_ops(path))
     diffs, float_diffs, person_scores = [], [], []
     for frame, (x, y, w, h) in dropin["frames"]:
         side = 1.25 * max(w, h)
@@ -240,7 +231,7 @@ def test_app_pipeline_matches_python_decode(dropin):
         xy_app = xy_app - 0.5  # the app's edge-based pixels -> pixel centres
         px_per_hm = snapped.size / SIZE * 4
         refs = []
-        for hm in (android.read_heatmaps(interp, hm_index),
+        for hm in (dropin_check.read_heatmaps(interp, hm_index),
                    dropin["body"](image[None].astype(np.float32)).numpy()):
             coords, _ = decode_heatmaps(hm, "dark")
             crop_xy = heatmap_to_crop(coords[0], 4)
@@ -276,11 +267,11 @@ def test_qat_dropin_keeps_contract_and_decode(dropin):
     qat = quantization.quantize(dropin["body"], dropin["calib"])
     path = os.path.join(dropin["root"], "qat_" + android.DROPIN_FILENAME)
     with open(path, "wb") as f:
-        f.write(android.convert_dropin(qat, "qat", dropin["calib"]))
-    report = android.audit_dropin(path)
+        f.write(dropin_build.convert_dropin(qat, "qat", dropin["calib"]))
+    report = dropin_check.audit_dropin(path)
     assert report["passed"], report["problems"]
     assert "TRANSPOSE" in report["ops"]
-    parity = android.decode_parity(path, dropin["calib"])
+    parity = dropin_check.decode_parity(path, dropin["calib"])
     print(f"QAT drop-in: in-graph vs Python DARK {parity}")
     # measured: mean 2.5e-6, max 8.6e-6 px (DARK in float32 vs float64); the same pixel always
     assert parity["mean_px"] < 1e-5 and parity["max_px"] < 1e-4 and parity["max_score_diff"] == 0

@@ -10,46 +10,16 @@ import os
 
 import numpy as np
 
+from fptflite.tflite.litert import Op, list_ops, load_interpreter, tensor_details
+
 EDGE_OPS = {"QUANTIZE", "DEQUANTIZE"}
-# Ops that only move or reinterpret data; they carry the dtype of their input.
+# Tensor dtypes that make an op that reads or writes them float compute.
 _FLOAT_TYPES = (np.float32, np.float16, np.float64)
-
-
-def load_interpreter(model_path: str | None = None, model_content: bytes | None = None,
-                     num_threads: int | None = None, delegates: bool = True,
-                     preserve_all_tensors: bool = False):
-    """A LiteRT interpreter with a clear error when the file is not a usable .tflite.
-
-    ``preserve_all_tensors`` keeps every intermediate tensor readable after ``invoke`` (for
-    layer-by-layer comparisons; more memory).
-    """
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    source = model_path or "<bytes>"
-    if model_path is not None:
-        if not os.path.isfile(model_path):
-            raise FileNotFoundError(f"TFLite file not found: {model_path}")
-        with open(model_path, "rb") as f:
-            head = f.read(8)
-        if len(head) < 8 or head[4:8] != b"TFL3":
-            raise ValueError(f"{model_path} is not a TFLite flatbuffer (no TFL3 identifier)")
-    kwargs = {"num_threads": num_threads}
-    if preserve_all_tensors:
-        kwargs["experimental_preserve_all_tensors"] = True
-    if not delegates:
-        kwargs["experimental_op_resolver_type"] = \
-            OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    try:
-        interpreter = Interpreter(model_path=model_path, model_content=model_content, **kwargs)
-        interpreter.allocate_tensors()
-    except (ValueError, RuntimeError) as e:
-        raise ValueError(f"{source} cannot be loaded by the LiteRT interpreter: {e}") from e
-    return interpreter
 
 
 def gpu_compatibility_report(model_path: str) -> str:
     """Text of TFLite's model analyzer with its GPU delegate compatibility check."""
-    import tensorflow as tf
+    import tensorflow as tf  # the analyzer is TensorFlow's; the rest of the audit is LiteRT
 
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
@@ -76,6 +46,22 @@ def saturated_int32_biases(interpreter) -> list[str]:
     return names
 
 
+def float_compute_ops(ops: list[Op], tensors: dict[int, dict]) -> list[str]:
+    """Names of the ops other than QUANTIZE/DEQUANTIZE that read or write a float tensor, in
+    execution order (one entry per op).
+
+    Args:
+        ops: ``litert.list_ops`` of the file.
+        tensors: ``litert.tensor_details`` of an interpreter of the same file.
+    """
+    names = []
+    for op in ops:
+        ids = [i for i in op.inputs + op.outputs if i >= 0 and i in tensors]
+        if op.name not in EDGE_OPS and any(tensors[i]["dtype"] in _FLOAT_TYPES for i in ids):
+            names.append(op.name)
+    return names
+
+
 def audit(model_path: str, expect_int8: bool) -> dict:
     """Audits one .tflite file.
 
@@ -86,18 +72,10 @@ def audit(model_path: str, expect_int8: bool) -> dict:
         list of "problems" (empty when passed).
     """
     interp = load_interpreter(model_path, delegates=False)
-    tensors = {t["index"]: t for t in interp.get_tensor_details()}
-    ops = interp._get_ops_details()  # the public API has no op list
-    counts = collections.Counter(op["op_name"] for op in ops)
-    flex = sorted({op["op_name"] for op in ops if op["op_name"].startswith("Flex")
-                   or op["op_name"] == "CUSTOM"})
-    float_ops = []
-    for op in ops:
-        if op["op_name"] in EDGE_OPS:
-            continue
-        ids = [i for i in list(op["inputs"]) + list(op["outputs"]) if i >= 0 and i in tensors]
-        if any(tensors[i]["dtype"] in _FLOAT_TYPES for i in ids):
-            float_ops.append(op["op_name"])
+    ops = list_ops(model_path)
+    counts = collections.Counter(op.name for op in ops)
+    flex = sorted({op.name for op in ops if op.name.startswith("Flex") or op.name == "CUSTOM"})
+    float_ops = float_compute_ops(ops, tensor_details(interp))
     problems = []
     saturated = saturated_int32_biases(interp)
     if saturated:

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from fptflite.tflite.audit import load_interpreter
+from fptflite.tflite.litert import load_interpreter
 
 
 def time_tflite(path: str, num_threads: int, warmup: int = 5, runs: int = 30,

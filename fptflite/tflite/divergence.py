@@ -11,50 +11,45 @@ where the difference starts and how it grows. The two readings differ in kind:
   Keras in float32), and a fraction that then grows layer after layer as each differing
   value moves the next layer's sums.
 
-Measured on 623d1f3's demo model (8 GT crops): the input and the image normalization are
+Measured on a demo model (8 GT crops): the input and the image normalization are
 identical, 0.03% of Conv1's outputs differ, 3% by block 1's projection, and from block 4 on
 30-54% of the values differ by a step or more: a deep int8 network can turn float32 rounding
 into whole steps and pass them on, so no float32 execution of the simulation (XLA's
 included) reproduces the file bit for bit. How fast the fraction grows depends on the
-trained weights: 89f161b's demo model stays identical for 5 layers and peaks at 15%.
+trained weights: another demo run's model stays identical for 5 layers and peaks at 15%.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import tf_keras as keras
+from ai_edge_litert.interpreter import Interpreter
+
+from fptflite.tflite import litert
+from fptflite.tflite.runner import TFLitePredictor
 
 DEFAULT_NUM_DIVERGENCE_CROPS = 8
 
 
-def _layer_of_tensor(name: str) -> str | None:
-    """Keras layer name the converter wrote into a tensor name ("model/layer/op;...")."""
-    parts = name.split(";")[0].split("/")
-    return parts[1] if len(parts) >= 2 else None
-
-
-def matched_tensors(model: keras.Model, interpreter,
+def matched_tensors(model: keras.Model, interpreter: Interpreter,
                     batch: int) -> list[tuple[str, int, float, int]]:
     """(Keras layer name, file tensor index, scale, zero point) of every single-use layer
     whose output the file holds as a quantized 8-bit tensor of the same shape, in the Keras
     model's layer order.
 
-    The converter names a tensor after the op that produced it ("model/quant_block_2_add/add"
-    or "model/quant_Conv1_relu/Relu6;..." for a fused conv, BN and ReLU), so the second path
-    segment of the name is the Keras layer. Weights have other shapes and biases are int32.
+    The tensors are found by the layer names the converter writes into tensor names
+    (``litert.quantized_layer_outputs``): "model/quant_block_2_add/add" or
+    "model/quant_Conv1_relu/Relu6;..." for a fused conv, BN and ReLU.
+
+    Args:
+        model: the Keras model the file was converted from.
+        interpreter: an interpreter of the file, run on ``batch`` crops.
+        batch: the batch size the interpreter's tensors have.
     """
-    layers = {layer.name: layer for layer in model.layers
+    shapes = {layer.name: [batch, *layer.output_shape[1:]] for layer in model.layers
               if len(layer.inbound_nodes) == 1}
-    found: dict[str, tuple[str, int, float, int]] = {}
-    for t in interpreter.get_tensor_details():
-        name = _layer_of_tensor(t["name"])
-        scale, zero = t["quantization"]
-        if (name not in layers or name in found or t["dtype"] not in (np.int8, np.uint8)
-                or scale <= 0):
-            continue
-        if list(t["shape"]) == [batch, *layers[name].output_shape[1:]]:
-            found[name] = (name, int(t["index"]), float(scale), int(zero))
-    return [found[layer.name] for layer in model.layers if layer.name in found]
+    found = litert.quantized_layer_outputs(interpreter, shapes)
+    return [(layer.name, *found[layer.name]) for layer in model.layers if layer.name in found]
 
 
 def layer_divergence(model: keras.Model, tflite_path: str, crops: np.ndarray,
@@ -76,8 +71,6 @@ def layer_divergence(model: keras.Model, tflite_path: str, crops: np.ndarray,
     Raises:
         ValueError: no crops.
     """
-    from fptflite.tflite.runner import TFLitePredictor
-
     if len(crops) == 0:
         raise ValueError("the layer divergence needs at least one crop")
     predictor = TFLitePredictor(tflite_path, None, num_threads, preserve_all_tensors=True)
@@ -91,7 +84,7 @@ def layer_divergence(model: keras.Model, tflite_path: str, crops: np.ndarray,
     keras_outs = keras_outs if isinstance(keras_outs, list) else [keras_outs]
     rows = []
     for (name, index, scale, zero), keras_out in zip(pairs, keras_outs, strict=True):
-        file_out = (interpreter.get_tensor(index).astype(np.float64) - zero) * scale
+        file_out = litert.dequantize(interpreter.get_tensor(index), scale, zero, np.float64)
         steps = np.rint((file_out - np.asarray(keras_out, np.float64)) / scale)
         rows.append({"layer": name, "differing_fraction": float(np.mean(steps != 0)),
                      "rms_steps": float(np.sqrt(np.mean(steps**2))),

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fptflite.tflite.audit import load_interpreter
+from fptflite.tflite.litert import dequantize, load_interpreter
 
 
 def round_half_away_from_zero(values: np.ndarray) -> np.ndarray:
@@ -71,10 +71,8 @@ class TFLitePredictor:
                        info.max).astype(dtype)
 
     def dequantize_output(self, raw: np.ndarray) -> np.ndarray:
-        if self._out["dtype"] == np.float32:
-            return raw.astype(np.float32)
-        scale, zero = self._out["quantization"]
-        return (raw.astype(np.float32) - zero) * scale
+        """The file's output [B, h, w, K] as float32 heatmaps (a float output is only cast)."""
+        return dequantize(raw, *self._out["quantization"])
 
     def __call__(self, images: np.ndarray, indices=None) -> np.ndarray:
         self._resize(len(images))
