@@ -1,9 +1,11 @@
-"""The paper's claims as an ablation (RCE vs MSE; depth-to-space head vs deconvolutions).
+"""The paper's claims as a multi-seed ablation (RCE vs MSE; depth-to-space head vs deconvs).
 
-    python benchmarks/ablation.py --budget_minutes=30 --out_dir=DIR [--seed=0] [--epochs=N]
+    python benchmarks/ablation.py --out_dir=DIR --budget_minutes=240 [--recipe=demo]
+        [--variants=fasterpose_rce,...] [--seeds=0,1,2] [--epochs=N] [--set=key=value ...]
 
-Trains every variant of ``fptflite.tasks.ablation`` on the same synthetic COCO data; writes
-ablation.json, ablation.md and convergence.png into --out_dir and prints the table.
+Trains every (variant, seed) of ``fptflite.tasks.ablation`` with the one ``Trainer`` in
+DIR/runs/, resumes a killed study, never retrains a finished run, and writes ablation.json,
+ablation.md and convergence.png into --out_dir; prints the table and the verdicts.
 """
 
 import os
@@ -16,23 +18,27 @@ from absl import app, flags  # noqa: E402
 import fptflite  # noqa: E402,F401  (selects tf_keras before TensorFlow loads)
 from fptflite.tasks import ablation  # noqa: E402
 
-_OUT = flags.DEFINE_string("out_dir", None, "Results (and the generated data) go here.",
+_OUT = flags.DEFINE_string("out_dir", None, "Results, runs/ and the generated data go here.",
                            required=True)
-_BUDGET = flags.DEFINE_float("budget_minutes", 30.0, "The whole run should fit this; it "
-                             "picks the number of epochs.")
-_EPOCHS = flags.DEFINE_integer("epochs", None, "Force the number of epochs (ignores budget).")
-_SEED = flags.DEFINE_integer("seed", 0, "Training seed (initial weights, data order).")
-_VARIANTS = flags.DEFINE_list("variants", [v.name for v in ablation.VARIANTS],
-                              "Variants to train.")
+_BUDGET = flags.DEFINE_float("budget_minutes", None, "The study should fit this; a seed "
+                             "round starts only if its estimated cost fits (default: no limit).")
+_RECIPE = flags.DEFINE_string("recipe", "demo", "Base config (fptflite.tasks.configs).")
+_VARIANTS = flags.DEFINE_list("variants", list(ablation.VARIANTS), "Variants to train.")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Training seeds (initial weights, data "
+                           "order), run in this order while the budget lasts.")
+_EPOCHS = flags.DEFINE_integer("epochs", None, "Replace the recipe's number of epochs.")
+_SET = flags.DEFINE_multi_string("set", [], "Further recipe override key=value.")
 
 
 def main(argv):
     del argv
-    settings = ablation.settings_with(seed=_SEED.value, variants=_VARIANTS.value)
-    result = ablation.run(_OUT.value, _BUDGET.value, settings, _EPOCHS.value)
-    print(ablation.format_table(result))
-    print(f"total {result['total_s']:.0f} s for a {_BUDGET.value:g} min budget; "
-          f"wrote {_OUT.value}/ablation.{{md,json}} and convergence.png")
+    result = ablation.run(ablation.AblationOptions(
+        out_dir=_OUT.value, recipe=_RECIPE.value, variants=tuple(_VARIANTS.value),
+        seeds=tuple(int(s) for s in _SEEDS.value), epochs=_EPOCHS.value,
+        budget_minutes=_BUDGET.value, overrides=tuple(_SET.value)))
+    print(ablation.format_markdown(result))
+    print(f"wrote {_OUT.value}/ablation.{{json,md}} and convergence.png "
+          f"({result['session_s']:.0f} s this session)")
 
 
 if __name__ == "__main__":

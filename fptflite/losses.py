@@ -98,11 +98,22 @@ class WeightedMSE(_HeatmapLoss):
         return 0.5 * tf.square(y_pred - tf.cast(y_true, y_pred.dtype))
 
 
-def loss_for_head(head: str) -> keras.losses.Loss:
-    """The loss each head is trained with: RCE from logits for FasterPose (train it on
-    ``fptflite.models.heatmap_logits_model(model)``), MSE for SimpleBaseline."""
-    if head == "fasterpose":
+# The output activation each loss trains: RCE takes the logits of a sigmoid output, MSE
+# regresses a linear output.
+OUTPUT_ACTIVATIONS = {"rce": "sigmoid", "mse": "linear"}
+
+
+def check_loss_name(name: str) -> str:
+    """Returns ``name`` if it is a known loss ("rce" or "mse"), else raises a ValueError."""
+    if name not in OUTPUT_ACTIVATIONS:
+        raise ValueError(f"unknown loss {name!r}; choose one of {sorted(OUTPUT_ACTIVATIONS)}")
+    return name
+
+
+def loss_for(name: str) -> keras.losses.Loss:
+    """The loss called ``name``: "rce" is RCE from logits (train it on
+    ``fptflite.models.heatmap_logits_model(model)`` of a sigmoid-output model), "mse" the
+    weighted MSE of a linear output."""
+    if check_loss_name(name) == "rce":
         return RegressiveCrossEntropy(from_logits=True)
-    if head == "simplebaseline":
-        return WeightedMSE()
-    raise ValueError(f"unknown head {head!r}")
+    return WeightedMSE()

@@ -1,75 +1,194 @@
-"""Ablation plumbing: variants share weights between their training and inference views, the
-budget arithmetic, and a tiny end-to-end run whose JSON matches the schema and the zoo."""
+"""The ablation trains through the one Trainer: variant configs build the intended models, a
+tiny study writes its schema from the runs' own files and never retrains, bad input errors."""
 
 import json
 import os
 
 import numpy as np
 import pytest
-import tensorflow as tf
+import tf_keras as keras
 
-from fptflite.models import build_model, count_macs
-from fptflite.tasks import ablation
+from fptflite.models import count_macs, heatmap_logits_model
+from fptflite.tasks import ablation, trainer
 
-ROW_KEYS = {"name", "head", "loss", "feature_stride", "epoch_ap", "params", "macs", "train_s",
-            "int8_ap", "int8_ms"}
+# A study small enough for a test: 64x64 input, 24 + 6 synthetic images, 2 epochs.
+TINY = ("input_size=[64,64]", "neck_channels=16", "batch_size_per_replica=8",
+        "eval_flip_test=false", "data.synthetic_num_train=24", "data.synthetic_num_val=6")
+RUN_KEYS = {"variant", "seed", "model", "head", "loss", "output_activation", "feature_stride",
+            "neck_channels", "epochs", "model_dir", "curve", "final_ap", "best_ap", "params",
+            "macs", "int8_ap", "int8_ms", "train_s", "int8_s", "run_s", "resumed", "config"}
+RESULT_KEYS = {"recipe", "variants", "seeds", "budget_minutes", "seeds_per_variant", "stopped",
+               "cost_estimates", "runs", "summary", "verdicts", "session_s"}
 
 
-@pytest.mark.parametrize("name", ["fasterpose_rce", "fasterpose_mse", "simplebaseline_rce"])
-def test_variant_views_share_weights_and_start_neutral(name):
-    v = ablation.get_variant(name)
-    s = ablation.settings_with(input_size=(64, 64))
-    logits, inference = ablation.build_variant(v, s)
-    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
-    z = logits(x, training=False).numpy()
-    p = inference(x, training=False).numpy()
-    if v.loss == "rce":  # the sigmoid of the trained logits, nothing else
-        np.testing.assert_allclose(p, 1 / (1 + np.exp(-z)), atol=1e-6)
-        expected_bias = ablation.LOGIT_PRIOR
+def _options(out_dir, **kw):
+    kw = {"variants": ("fasterpose_rce", "fasterpose_mse"), "seeds": (0,), "epochs": 2,
+          "eval_every_epochs": 1, "overrides": TINY, "num_calibration": 8, "latency_runs": 3,
+          **kw}
+    return ablation.AblationOptions(out_dir=str(out_dir), **kw)
+
+
+def test_default_recipe_is_the_demo_head():
+    cfg = ablation.variant_config(ablation.recipe_config(ablation.AblationOptions("/o")),
+                                  "fasterpose_rce", 0)
+    assert (cfg.model, cfg.input_size, cfg.feature_stride, cfg.neck_channels, cfg.loss) == (
+        "fasterpose_mnv2_050", (128, 128), 16, 64, "rce")
+    assert cfg.eval_every_epochs == cfg.epochs // ablation.EVALS_PER_RUN > 0
+    assert cfg.data.data_dir == os.path.join("/o", "data")
+
+
+@pytest.mark.parametrize("variant,model,activation,stride,neck", [
+    ("fasterpose_rce", "fasterpose_mnv2_050", "sigmoid", 16, 16),
+    ("fasterpose_mse", "fasterpose_mnv2_050", "linear", 16, 16),
+    ("simplebaseline_mse", "simplebaseline_mnv2_050", "linear", 32, 0),
+    ("simplebaseline_rce", "simplebaseline_mnv2_050", "sigmoid", 32, 0)])
+def test_variant_configs_build_the_intended_models(tmp_path, variant, model, activation,
+                                                   stride, neck):
+    recipe = ablation.recipe_config(_options(tmp_path))
+    cfg = ablation.variant_config(recipe, variant, seed=3)
+    assert (cfg.model, cfg.output_activation, cfg.feature_stride, cfg.neck_channels,
+            cfg.seed) == (model, activation, stride, neck, 3)
+    # Only the head, the loss and the seed differ from the recipe.
+    same = {k: v for k, v in cfg.to_dict().items()
+            if k not in ("model", "loss", "seed", "feature_stride", "neck_channels")}
+    assert same == {k: v for k, v in recipe.to_dict().items() if k in same}
+    net = trainer.build_training_model(cfg)
+    assert net.layers[-1].name == "heatmaps" and net.output_shape == (None, 16, 16, 17)
+    conv = net.get_layer("heatmaps" if variant == "simplebaseline_mse" else "head_conv")
+    if activation == "sigmoid":
+        # Mean of a sigma-2 Gaussian (sum 2 pi sigma^2) over the zoo's 64x48 prior heatmap.
+        p = 2 * np.pi * cfg.sigma**2 / (64 * 48)
+        np.testing.assert_allclose(conv.bias.numpy(), np.log(p / (1 - p)), rtol=1e-6)
+        assert heatmap_logits_model(net).output_shape == (None, 16, 16, 17)  # RCE trains it
     else:
-        assert inference is logits
-        expected_bias = 0.0
-    conv = "head_conv" if v.head == "fasterpose" else "heatmaps"
-    bias = logits.get_layer(conv).bias.numpy()
-    np.testing.assert_allclose(bias, expected_bias, atol=1e-6)
-    # With 0.001-std kernels the start is the bias everywhere, give or take.
-    assert abs(float(np.median(z)) - expected_bias) < 0.05
+        np.testing.assert_array_equal(conv.bias.numpy(), 0.0)
+        with pytest.raises(ValueError, match="not a sigmoid"):
+            heatmap_logits_model(net)
+    keras.backend.clear_session()
 
 
-def test_choose_epochs_fits_the_budget():
-    costs = {"a": {"trace_s": 5.0, "step_s": 0.1, "crop_s": 0.01},
-             "b": {"trace_s": 5.0, "step_s": 0.4, "crop_s": 0.02}}
-    # fixed = 2 * (45 + 10) = 110 s; per epoch = (0.1*50 + 0.01*100 + 1) + (0.4*50 + 2 + 1) = 30
-    assert ablation.choose_epochs(110 + 30 * 7 + 29, costs, 50, 100, 60) == 7
-    assert ablation.choose_epochs(10, costs, 50, 100, 60) == 1  # never fewer than one
-    assert ablation.choose_epochs(1e6, costs, 50, 100, 60) == 60
+def test_unknown_variant_and_recipe_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown ablation variant 'fasterpose_bce'"):
+        ablation.run(_options(tmp_path, variants=("fasterpose_rce", "fasterpose_bce")))
+    with pytest.raises(ValueError, match="unknown config 'nope'"):
+        ablation.run(_options(tmp_path, recipe="nope"))
+    assert not os.listdir(tmp_path)  # refused before writing anything
+
+
+def test_budget_too_small_for_one_epoch_and_run_estimates(tmp_path):
+    with pytest.raises(ValueError, match="too small for one epoch of any variant"):
+        ablation.check_budget(30.0, {"fasterpose_rce": 40.0, "simplebaseline_mse": 90.0})
+    ablation.check_budget(45.0, {"fasterpose_rce": 40.0, "simplebaseline_mse": 90.0})
+    cfg = ablation.variant_config(ablation.recipe_config(_options(tmp_path, epochs=8,
+                                                                  eval_every_epochs=2)),
+                                  "fasterpose_rce", 0)
+    cost = ablation.Cost(setup_s=10.0, epoch_s=5.0, eval_s=2.0, int8_s=7.0)
+    assert cost.one_epoch_s() == 17.0
+    assert ablation.estimate_run_s(cfg, [], cost, str(tmp_path)) == 10 + 8 * 5 + 4 * 2 + 7
+    measured = [{"run_s": 50.0, "resumed": False}, {"run_s": 70.0, "resumed": False},
+                {"run_s": 5.0, "resumed": True}]  # a resumed run's time is partial: unused
+    assert ablation.estimate_run_s(cfg, measured, cost, str(tmp_path)) == 60.0
+    # A killed run that evaluated 6 of its 8 epochs has a quarter left.
+    with open(tmp_path / "eval_history.json", "w") as f:
+        json.dump([{"epoch": 6, "step": 60, "AP": 0.1}], f)
+    assert ablation.estimate_run_s(cfg, measured, cost, str(tmp_path)) == 15.0
+
+
+def test_verdicts_pair_seeds():
+    def rec(variant, seed, ap, macs, ms):
+        return {"variant": variant, "seed": seed, "final_ap": ap, "epochs": 4, "macs": macs,
+                "curve": [{"epoch": 2, "ap": ap / 2}, {"epoch": 4, "ap": ap}],
+                "int8_ms": {"1": ms, "2": ms / 2}}
+
+    records = [rec("fasterpose_rce", 0, 0.30, 35, 1.0), rec("fasterpose_rce", 1, 0.32, 35, 1.0),
+               rec("fasterpose_rce", 2, 0.40, 35, 1.0), rec("fasterpose_mse", 0, 0.20, 35, 1.0),
+               rec("fasterpose_mse", 1, 0.25, 35, 1.0),
+               rec("simplebaseline_mse", 1, 0.36, 455, 10.0)]
+    v = ablation.verdicts(records)
+    a = v["a"]["final_ap_difference"]
+    assert a["seeds"] == [0, 1] and np.allclose(a["per_seed"], [0.10, 0.07])
+    assert v["a"]["ends_more_accurate"] == "supported"
+    # AP at 25% of 4 epochs = epoch 1, before the first evaluation: the first AP (ap / 2).
+    assert np.allclose(v["a"]["early_ap_difference"]["per_seed"], [0.05, 0.035])
+    b = v["b"]
+    assert b["final_ap_difference"]["seeds"] == [1]
+    assert np.isclose(b["final_ap_difference"]["mean"], -0.04)
+    assert np.isclose(b["macs_fraction"]["mean"], 35 / 455)
+    assert np.isclose(b["int8_ms_fraction_2_threads"]["mean"], 0.1)
+    assert b["ap_matches"] == "contradicted"  # 4 AP points behind, beyond the tolerance
+    records[-1]["final_ap"] = 0.325  # half a point behind: within the tolerance
+    assert ablation.verdicts(records)["b"]["ap_matches"] == "supported"
+    assert ablation.verdicts(records[:3])["a"]["ends_more_accurate"] == "not measured"
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ablation")
+    return out, ablation.run(_options(out))
 
 
 @pytest.mark.slow
-def test_tiny_ablation_run_writes_schema_and_zoo_counts(tmp_path):
-    s = ablation.settings_with(input_size=(64, 64), num_train_images=24, num_val_images=6,
-                               batch_size=8, variants=("fasterpose_mse", "simplebaseline_rce"),
-                               latency_runs=3, num_calibration=8)
-    result = ablation.run(str(tmp_path), budget_minutes=1, s=s, epochs=2)
-    with open(tmp_path / "ablation.json") as f:
-        saved = json.load(f)
-    assert saved["variants"] == json.loads(json.dumps(result["variants"]))
-    assert [r["name"] for r in saved["variants"]] == list(s.variants)
-    for row in saved["variants"]:
-        assert ROW_KEYS <= set(row)
-        v = ablation.get_variant(row["name"])
-        assert (row["head"], row["loss"], row["feature_stride"]) == (
-            v.head, v.loss, v.feature_stride)
-        assert len(row["epoch_ap"]) == 2 and all(0 <= a <= 1 for a in row["epoch_ap"])
-        zoo = build_model(v.model, (64, 64), feature_stride=v.feature_stride,
-                          neck_channels=v.neck_channels)
-        assert row["params"] == zoo.count_params()  # sigmoid or not: same weights
-        assert row["macs"] == count_macs(zoo)
-        assert 0 <= row["int8_ap"] <= 1 and row["int8_ms"] > 0 and row["train_s"] > 0
-        assert os.path.isfile(tmp_path / "tflite" / f"{v.name}_int8_ptq.tflite")
-        tf.keras.backend.clear_session()
-    sb, fp = saved["variants"][1], saved["variants"][0]
-    assert sb["macs"] > 3 * fp["macs"]  # three deconvolutions vs one 1x1 conv
-    table = (tmp_path / "ablation.md").read_text()
-    assert "| simplebaseline_rce | simplebaseline | rce | 32 |" in table
-    assert (tmp_path / "convergence.png").stat().st_size > 1000
+def test_tiny_study_schema_and_curves_from_the_runs(study):
+    out, result = study
+    saved = ablation.load_result(str(out))
+    assert set(saved) == RESULT_KEYS and saved["runs"] == json.loads(json.dumps(result["runs"]))
+    assert saved["seeds_per_variant"] == {"fasterpose_rce": 1, "fasterpose_mse": 1}
+    assert [(r["variant"], r["seed"]) for r in saved["runs"]] == [
+        ("fasterpose_rce", 0), ("fasterpose_mse", 0)]
+    for r in saved["runs"]:
+        assert set(r) == RUN_KEYS
+        model_dir = out / r["model_dir"]
+        cfg = trainer.load_config(str(model_dir))
+        assert cfg == ablation.variant_config(ablation.recipe_config(_options(out)),
+                                              r["variant"], 0)
+        # The curve is the run's own eval history; its last point its final evaluation.
+        final = json.loads((model_dir / "final_metrics.json").read_text())
+        assert [p["epoch"] for p in r["curve"]] == [1, 2]
+        steps = r["curve"][0]["step"]
+        assert steps > 0 and r["curve"][1]["step"] == 2 * steps
+        assert r["curve"][-1]["ap"] == final["AP"] == r["final_ap"]
+        assert r["best_ap"] == final["best_AP"] == max(p["ap"] for p in r["curve"])
+        net = keras.models.load_model(str(model_dir / "final.keras"), compile=False)
+        assert (r["params"], r["macs"]) == (net.count_params(), count_macs(net))
+        assert (net.layers[-1].activation.__name__, r["output_activation"]) == (
+            ("sigmoid",) * 2 if r["loss"] == "rce" else ("linear",) * 2)
+        assert os.path.getsize(model_dir / "int8_ptq.tflite") > 0
+        assert 0 <= r["int8_ap"] <= 1 and set(r["int8_ms"]) == {"1", "2"}
+        assert all(ms > 0 for ms in r["int8_ms"].values()) and r["train_s"] > 0
+        assert r["resumed"] is False and r["run_s"] >= r["train_s"] + r["int8_s"] - 0.1
+    a = saved["verdicts"]["a"]["final_ap_difference"]
+    assert a["per_seed"] == [saved["runs"][0]["final_ap"] - saved["runs"][1]["final_ap"]]
+    assert saved["verdicts"]["b"]["ap_matches"] == "not measured"
+    table = (out / "ablation.md").read_text()
+    assert "| fasterpose_rce | 1 |" in table and "| fasterpose_mse | 1 |" in table
+    assert "**(a) RCE vs MSE**" in table
+    assert (out / "convergence.png").stat().st_size > 1000
+
+
+def _mtimes(out):
+    return {os.path.join(d, f): os.stat(os.path.join(d, f)).st_mtime_ns
+            for d, _, files in os.walk(out / "runs") for f in files}
+
+
+@pytest.mark.slow
+def test_rerun_does_not_retrain_and_other_recipes_are_refused(study):
+    out, result = study
+    before = _mtimes(out)
+    again = ablation.run(_options(out))
+    assert _mtimes(out) == before  # no run touched: nothing retrained or re-measured
+    assert again["runs"] == json.loads(json.dumps(result["runs"]))
+    saved = (out / "ablation.json").read_bytes()
+    with pytest.raises(ValueError, match=r"another recipe .*epochs.*new output dir"):
+        ablation.run(_options(out, epochs=3))
+    assert (out / "ablation.json").read_bytes() == saved and _mtimes(out) == before
+
+
+@pytest.mark.slow
+def test_budget_too_small_is_refused_after_a_probe(study, tmp_path):
+    out = tmp_path / "small"
+    opts = _options(out, variants=("fasterpose_mse",), budget_minutes=0.05,
+                    data_dir=str(study[0] / "data"))  # 3 s: the probe alone takes longer
+    with pytest.raises(ValueError, match=r"0\.05 min is too small for one epoch of any "
+                                         r"variant \(the cheapest, fasterpose_mse"):
+        ablation.run(opts)
+    assert not (out / "probe").exists() and not (out / "runs").exists()

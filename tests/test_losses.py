@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from fptflite.losses import RegressiveCrossEntropy, WeightedMSE, loss_for_head
+from fptflite.losses import RegressiveCrossEntropy, WeightedMSE, loss_for
 from fptflite.models import build_model, heatmap_logits_model
 
 
@@ -67,7 +67,10 @@ def test_losses_serialize():
     loss = RegressiveCrossEntropy(from_logits=True, epsilon=1e-4)
     clone = RegressiveCrossEntropy.from_config(loss.get_config())
     assert clone.epsilon == 1e-4 and clone.from_logits
-    assert loss_for_head("fasterpose").from_logits
+    assert loss_for("rce").from_logits and isinstance(loss_for("rce"), RegressiveCrossEntropy)
+    assert isinstance(loss_for("mse"), WeightedMSE)
+    with pytest.raises(ValueError, match="unknown loss 'bce'"):
+        loss_for("bce")
 
 
 def _sigmoid(z):

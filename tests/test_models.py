@@ -5,7 +5,14 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from fptflite.models import MODELS, DepthToSpace, build_model, count_macs, summarize
+from fptflite.models import (
+    MODELS,
+    DepthToSpace,
+    build_model,
+    count_macs,
+    heatmap_logits_model,
+    summarize,
+)
 from fptflite.models.backbones import BACKBONES
 
 
@@ -84,6 +91,47 @@ def test_keras_save_load_equality_without_custom_objects(tmp_path, name):
     np.testing.assert_array_equal(model.predict(x, verbose=0), loaded.predict(x, verbose=0))
     clone = keras.Model.from_config(model.get_config())
     assert [type(a) for a in clone.layers] == [type(b) for b in model.layers]
+
+
+@pytest.mark.parametrize("name,activation,sigma", [
+    ("fasterpose_mnv2_035", None, 2.0), ("fasterpose_mnv2_035", "linear", 2.0),
+    ("simplebaseline_mnv2_050", None, 2.0), ("simplebaseline_mnv2_050", "sigmoid", 1.5)])
+def test_output_activation_and_initial_bias(name, activation, sigma):
+    model = build_model(name, input_size=(64, 32), num_keypoints=5, output_activation=activation,
+                        target_sigma=sigma)
+    expected = activation or MODELS[name].output_activation
+    if activation is None:  # today's models: FasterPose sigmoid, SimpleBaseline linear
+        assert expected == ("sigmoid" if name.startswith("fasterpose") else "linear")
+    out = model.layers[-1]
+    assert out.name == "heatmaps" and model.output_shape == (None, 16, 8, 5)
+    if expected == "sigmoid":
+        assert isinstance(out, keras.layers.Activation)
+        assert out.activation is keras.activations.sigmoid
+        # The Gaussian target (peak 1) sums to 2 pi sigma^2: its mean over the zoo's prior
+        # heatmap (64x48, the paper's 256x192 input, for every input size).
+        p = 2 * np.pi * sigma**2 / (64 * 48)
+        bias = np.log(p / (1 - p))
+    else:
+        assert not any(getattr(layer, "activation", None) is keras.activations.sigmoid
+                       for layer in model.layers)
+        bias = 0.0
+    conv = model.get_layer("heatmaps" if name.startswith("simplebaseline") and
+                           expected == "linear" else "head_conv")
+    assert isinstance(conv, keras.layers.Conv2D)
+    np.testing.assert_allclose(conv.bias.numpy(), bias, rtol=1e-6)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 32, 3)).astype("float32")
+    y = model(x).numpy()
+    # 0.001-std kernels: the untrained output is the bias (through the activation), nearly.
+    start = 1 / (1 + np.exp(-bias)) if expected == "sigmoid" else 0.0
+    assert abs(float(np.median(y)) - start) < 0.01
+    if expected == "sigmoid":
+        np.testing.assert_allclose(tf.sigmoid(heatmap_logits_model(model)(x)).numpy(), y,
+                                   atol=1e-6)
+
+
+def test_unknown_output_activation_is_refused():
+    with pytest.raises(ValueError, match="output_activation must be one of"):
+        build_model("fasterpose_mnv2_035", (64, 64), output_activation="softmax")
 
 
 def test_stride16_head_uses_block_size_4():

@@ -59,6 +59,36 @@ def test_config_overrides_are_strict():
     assert configs.get_config("simplebaseline_r50_coco_256x192").head == "simplebaseline"
 
 
+def test_config_loss_picks_the_output_and_defaults_by_head():
+    fp, sb = configs.get_config("demo"), configs.get_config("simplebaseline_r50_coco_256x192")
+    assert (fp.loss, fp.loss_name, fp.output_activation) == ("", "rce", "sigmoid")
+    assert (sb.loss_name, sb.output_activation) == ("mse", "linear")
+    mse = configs.override(fp, "loss", "mse")
+    assert (mse.loss_name, mse.output_activation) == ("mse", "linear")
+    assert configs.override(sb, "loss", "rce").output_activation == "sigmoid"
+    assert configs.from_dict(mse.to_dict()) == mse
+    with pytest.raises(ValueError, match="unknown loss 'bce'"):
+        configs.override(fp, "loss", "bce").validate()
+
+
+def test_eval_history_keeps_each_epoch_once_across_resumes():
+    def entry(epoch, ap):
+        return {"epoch": epoch, "step": 9 * epoch, "AP": ap}
+
+    history = []
+    for e in (1, 2, 3):
+        history = trainer.merge_evaluation(history, entry(e, e / 10))
+    # Killed after evaluating epoch 3 but before its checkpoint: the resumed run (from the
+    # epoch-2 checkpoint) drops it, trains epoch 3 again and its evaluation replaces it.
+    resumed = trainer.history_until(history, 2)
+    assert resumed == [entry(1, 0.1), entry(2, 0.2)]
+    assert trainer.merge_evaluation(history, entry(3, 0.35)) == \
+        [entry(1, 0.1), entry(2, 0.2), entry(3, 0.35)]
+    # A re-evaluation of an earlier epoch drops the later ones of the lost timeline.
+    assert trainer.merge_evaluation(history, entry(2, 0.25)) == [entry(1, 0.1), entry(2, 0.25)]
+    assert trainer.history_until(history, 3) == history
+
+
 @pytest.fixture(scope="module")
 def mirrored_run(synthetic_data, tmp_path_factory):
     """An uninterrupted run on MirroredStrategy over 2 logical CPUs."""
@@ -73,7 +103,8 @@ def test_kill9_mid_epoch_on_2_replicas_resumes_bit_identical(synthetic_data, mir
                                                              tmp_path):
     assert (mirrored_run / "config.json").is_file() and (mirrored_run / "tensorboard").is_dir()
     crashed = tmp_path / "crashed"
-    args = MIRRORED  # the same settings as the uninterrupted run
+    # The same settings as the uninterrupted run (evaluating every epoch changes no weight).
+    args = [*MIRRORED, "--set=eval_every_epochs=1"]
     out = _train_cli(synthetic_data["root"], crashed, *args, "--kill_after_steps=13",
                      check=False)
     assert out.returncode == -9, out.stderr[-3000:]  # SIGKILL: no cleanup ran
@@ -90,8 +121,15 @@ def test_kill9_mid_epoch_on_2_replicas_resumes_bit_identical(synthetic_data, mir
     for a, b in zip(single, resumed, strict=True):
         np.testing.assert_array_equal(a, b)
     # A finished run re-run with the same command trains nothing more.
+    # The evaluation of epoch 1 (before the kill) and of epoch 2 (after the resume), once.
+    history = json.loads((crashed / "eval_history.json").read_text())
+    assert [(h["epoch"], h["step"]) for h in history] == [(1, 9), (2, 18)]
+    final = json.loads((crashed / "final_metrics.json").read_text())
+    assert {k: v for k, v in history[-1].items() if k not in ("epoch", "step")} == \
+        {k: v for k, v in final.items() if k != "best_AP"}
     out = _train_cli(synthetic_data["root"], crashed, *args)
     assert "Epoch" not in out.stdout
+    assert json.loads((crashed / "eval_history.json").read_text()) == history
 
 
 def test_resume_refuses_a_different_config(synthetic_data, tmp_path):

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 
 import tensorflow as tf
 import tf_keras as keras
 
+from fptflite.codec import HEATMAP_STRIDE, mean_target_logit
 from fptflite.keypoints import NUM_KEYPOINTS
+from fptflite.losses import OUTPUT_ACTIVATIONS
 from fptflite.models.backbones import BACKBONES, build_backbone
 from fptflite.models.layers import DepthToSpace
-
-HEATMAP_STRIDE = 4  # heatmaps are always at stride 4 of the input crop
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,7 +20,8 @@ class ZooEntry:
     """One named model: which head on which backbone.
 
     Attributes:
-        head: "fasterpose" (sigmoid heatmaps, RCE loss) or "simplebaseline" (linear, MSE).
+        head: "fasterpose" (by default sigmoid heatmaps, RCE loss) or "simplebaseline" (by
+            default linear, MSE).
         backbone: a key of ``fptflite.models.backbones.BACKBONES``.
         description: one line for ``--list``.
     """
@@ -31,8 +31,14 @@ class ZooEntry:
     description: str
 
     @property
+    def default_loss(self) -> str:
+        """The loss the head's paper trains it with: "rce" (FasterPose) or "mse"."""
+        return "rce" if self.head == "fasterpose" else "mse"
+
+    @property
     def output_activation(self) -> str:
-        return "sigmoid" if self.head == "fasterpose" else "linear"
+        """The default output: "sigmoid" (for RCE) or "linear" (for MSE)."""
+        return OUTPUT_ACTIVATIONS[self.default_loss]
 
 
 MODELS: dict[str, ZooEntry] = {
@@ -69,6 +75,25 @@ def _check_input_size(input_size: Sequence[int]) -> tuple[int, int]:
     return h, w
 
 
+def _check_head_args(entry: ZooEntry, num_keypoints: int, feature_stride: int,
+                     neck_channels: int, bn_momentum: float,
+                     output_activation: str | None) -> str:
+    """Validates ``build_model``'s head arguments; returns the output activation."""
+    if int(num_keypoints) < 1:
+        raise ValueError(f"num_keypoints must be >= 1, got {num_keypoints}")
+    if entry.head == "simplebaseline" and (feature_stride != 32 or neck_channels):
+        raise ValueError("feature_stride and neck_channels apply to FasterPose models only")
+    if neck_channels < 0:
+        raise ValueError(f"neck_channels must be >= 0, got {neck_channels}")
+    if not 0.0 <= bn_momentum < 1.0:
+        raise ValueError(f"bn_momentum must be in [0, 1), got {bn_momentum}")
+    activation = output_activation or entry.output_activation
+    if activation not in OUTPUT_ACTIVATIONS.values():
+        raise ValueError(f"output_activation must be one of "
+                         f"{sorted(set(OUTPUT_ACTIVATIONS.values()))}, got {activation!r}")
+    return activation
+
+
 def build_model(
     name: str,
     input_size: Sequence[int] = (256, 192),
@@ -77,6 +102,8 @@ def build_model(
     feature_stride: int = 32,
     neck_channels: int = 0,
     bn_momentum: float = 0.99,
+    output_activation: str | None = None,
+    target_sigma: float = 2.0,
 ) -> keras.Model:
     """Builds a zoo model.
 
@@ -93,29 +120,32 @@ def build_model(
             MobileNetV2 uses 0.999, whose moving statistics lag far behind during short
             trainings from scratch (inference outputs then look untrained); 0.99 is the
             TF Model Garden default, 0.9 suits runs of a few hundred steps.
+        output_activation: "sigmoid" (probabilities, trained with RCE on their logits) or
+            "linear" (trained with MSE); None: the head's default (``ZooEntry``).
+        target_sigma: sigma (heatmap pixels) of the Gaussian targets the model will be
+            trained on; a sigmoid output's bias starts at the logit of their mean
+            (``codec.mean_target_logit``), a linear output's at 0.
 
     Returns:
         A functional keras.Model: input "image" [N, H, W, 3] float RGB pixels in [0, 255],
-        output "heatmaps" [N, H/4, W/4, K] (sigmoid probabilities for FasterPose, linear
-        for SimpleBaseline).
+        output "heatmaps" [N, H/4, W/4, K] (by default sigmoid probabilities for FasterPose,
+        linear for SimpleBaseline). The output layer "heatmaps" is the sigmoid (or linear)
+        ``Activation`` after the conv "head_conv", except for SimpleBaseline's default
+        linear output, which is its 1x1 conv "heatmaps" itself.
     """
     entry = get_entry(name)
     h, w = _check_input_size(input_size)
-    if int(num_keypoints) < 1:
-        raise ValueError(f"num_keypoints must be >= 1, got {num_keypoints}")
-    if entry.head == "simplebaseline" and (feature_stride != 32 or neck_channels):
-        raise ValueError("feature_stride and neck_channels apply to FasterPose models only")
-    if neck_channels < 0:
-        raise ValueError(f"neck_channels must be >= 0, got {neck_channels}")
-    if not 0.0 <= bn_momentum < 1.0:
-        raise ValueError(f"bn_momentum must be in [0, 1), got {bn_momentum}")
+    activation = _check_head_args(entry, num_keypoints, feature_stride, neck_channels,
+                                  bn_momentum, output_activation)
+    bias = initial_output_bias(activation, target_sigma, PRIOR_HEATMAP_HW)
     image = keras.Input((h, w, 3), name="image")
     features = build_backbone(entry.backbone, image, feature_stride, backbone_weights)
     if entry.head == "fasterpose":
         heatmaps = fasterpose_head(features, num_keypoints, feature_stride // HEATMAP_STRIDE,
-                                   neck_channels)
+                                   neck_channels, activation, bias)
     else:
-        heatmaps = simplebaseline_head(features, num_keypoints)
+        heatmaps = simplebaseline_head(features, num_keypoints, activation=activation,
+                                       bias=bias)
     model = keras.Model(image, heatmaps, name=name)
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
@@ -123,13 +153,43 @@ def build_model(
     return model
 
 
-def fasterpose_head(features: tf.Tensor, num_keypoints: int, block_size: int,
-                    neck_channels: int = 0) -> tf.Tensor:
-    """FasterPose head: [N, h, w, C] -> [N, h*r, w*r, K] sigmoid heatmaps, no upsampling convs.
+# The sigmoid prior is the mean target of the paper's 256x192 input (64x48 heatmaps), for every
+# input size: the start every model so far was trained from. (At 128x128 the mean target of
+# the real 32x32 heatmap would start the bias at -3.68 instead of -4.80.)
+PRIOR_HEATMAP_HW = (64, 48)
 
-    The 1x1 conv predicts K*r*r channels; ``DepthToSpace(r)`` rearranges them into space.
-    Its bias starts at the logit of the mean target value (a Gaussian of sigma 2 covers about
-    25 of 3072 heatmap pixels), so training does not start by unlearning p = 0.5 everywhere.
+
+def initial_output_bias(output_activation: str, target_sigma: float,
+                        heatmap_hw: Sequence[int]) -> float:
+    """Where the output conv's bias starts, in every head: the logit of the mean target for
+    a sigmoid output (each loss starts from its neutral prediction instead of unlearning
+    p = 0.5 everywhere), 0 for a linear one."""
+    if output_activation == "sigmoid":
+        return mean_target_logit(target_sigma, heatmap_hw)
+    return 0.0
+
+
+def _output_conv(x: tf.Tensor, filters: int, name: str, bias: float) -> tf.Tensor:
+    """The heads' final 1x1 conv: 0.001-std kernel, every bias at ``bias``."""
+    return keras.layers.Conv2D(
+        filters, 1, name=name,
+        kernel_initializer=keras.initializers.RandomNormal(stddev=0.001),
+        bias_initializer=keras.initializers.Constant(bias))(x)
+
+
+def _output_activation(x: tf.Tensor, activation: str) -> tf.Tensor:
+    # float32 even under a mixed_float16 policy: float16 rounds p to 1.0 past logit ~8.3.
+    return keras.layers.Activation(activation, name="heatmaps", dtype="float32")(x)
+
+
+def fasterpose_head(features: tf.Tensor, num_keypoints: int, block_size: int,
+                    neck_channels: int = 0, activation: str = "sigmoid",
+                    bias: float = 0.0) -> tf.Tensor:
+    """FasterPose head: [N, h, w, C] -> [N, h*r, w*r, K] heatmaps, no upsampling convs.
+
+    The 1x1 conv "head_conv" predicts K*r*r channels with every bias at ``bias`` (see
+    ``initial_output_bias``); ``DepthToSpace(r)`` rearranges them into space; the
+    ``Activation`` "heatmaps" (``activation``: "sigmoid" or "linear") ends the model.
     """
     x = features
     if neck_channels:
@@ -137,14 +197,9 @@ def fasterpose_head(features: tf.Tensor, num_keypoints: int, block_size: int,
                                 name="neck_conv")(x)
         x = keras.layers.BatchNormalization(name="neck_bn")(x)
         x = keras.layers.ReLU(name="neck_relu")(x)
-    prior = 2.0 * math.pi * 2.0**2 / (64 * 48)
-    x = keras.layers.Conv2D(
-        num_keypoints * block_size**2, 1, name="head_conv",
-        kernel_initializer=keras.initializers.RandomNormal(stddev=0.001),
-        bias_initializer=keras.initializers.Constant(math.log(prior / (1 - prior))))(x)
+    x = _output_conv(x, num_keypoints * block_size**2, "head_conv", bias)
     x = DepthToSpace(block_size, name="depth_to_space")(x)
-    # float32 even under a mixed_float16 policy: float16 rounds p to 1.0 past logit ~8.3.
-    return keras.layers.Activation("sigmoid", name="heatmaps", dtype="float32")(x)
+    return _output_activation(x, activation)
 
 
 def _unwrapped(layer: keras.layers.Layer) -> keras.layers.Layer:
@@ -155,7 +210,7 @@ def _unwrapped(layer: keras.layers.Layer) -> keras.layers.Layer:
 
 
 def heatmap_logits_model(model: keras.Model) -> keras.Model:
-    """A view of a FasterPose ``model`` that outputs the logits its final sigmoid takes.
+    """A view of a sigmoid-output ``model`` that outputs the logits its final sigmoid takes.
 
     The view shares every layer (and so every weight) with ``model``: training it trains
     ``model``, which keeps ending in the sigmoid for inference and export. Works on float
@@ -182,22 +237,29 @@ def heatmap_logits_model(model: keras.Model) -> keras.Model:
     if not isinstance(inner, keras.layers.Activation) or activation is not \
             keras.activations.sigmoid:
         raise ValueError(f"{model.name}: the output layer {getattr(last, 'name', None)!r} is "
-                         "not a sigmoid Activation; only FasterPose heads have logits")
+                         "not a sigmoid Activation; only sigmoid outputs have logits")
     logits = last.get_input_at(history.node_index)
     return keras.Model(model.inputs, logits, name=f"{model.name}_logits")
 
 
 def simplebaseline_head(features: tf.Tensor, num_keypoints: int,
-                        deconv_channels: int = 256, num_deconvs: int = 3) -> tf.Tensor:
-    """SimpleBaseline head: 3 x (Conv2DTranspose 4x4 s2, BN, ReLU), then a 1x1 conv."""
+                        deconv_channels: int = 256, num_deconvs: int = 3,
+                        activation: str = "linear", bias: float = 0.0) -> tf.Tensor:
+    """SimpleBaseline head: [N, h, w, C] -> [N, 8h, 8w, K] (3 deconvolutions): 3 x
+    (Conv2DTranspose 4x4 s2, BN, ReLU), then a 1x1 conv with every bias at ``bias``.
+
+    A linear output is that conv, named "heatmaps" (the paper's model); a sigmoid output is
+    the conv "head_conv" followed by the ``Activation`` "heatmaps".
+    """
     x = features
     for i in range(num_deconvs):
         x = keras.layers.Conv2DTranspose(deconv_channels, 4, strides=2, padding="same",
                                          use_bias=False, name=f"deconv{i + 1}")(x)
         x = keras.layers.BatchNormalization(name=f"deconv{i + 1}_bn")(x)
         x = keras.layers.ReLU(name=f"deconv{i + 1}_relu")(x)
-    return keras.layers.Conv2D(num_keypoints, 1, name="heatmaps",
-                               kernel_initializer=keras.initializers.RandomNormal(stddev=0.001))(x)
+    if activation == "linear":
+        return _output_conv(x, num_keypoints, "heatmaps", bias)
+    return _output_activation(_output_conv(x, num_keypoints, "head_conv", bias), activation)
 
 
 def zoo_names() -> list[str]:

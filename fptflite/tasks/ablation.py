@@ -1,376 +1,608 @@
-"""The paper's two claims as a reproducible ablation on the synthetic COCO set.
+"""The paper's two claims as a multi-seed ablation, trained by the one ``Trainer``.
 
-Claim (a): RCE on sigmoid heatmaps trains faster and ends more accurate than MSE.
-Claim (b): a head on low-resolution features (depth_to_space, no deconvolutions) matches the
-deconvolution head at a fraction of the MACs.
+Claim (a): RCE on sigmoid heatmaps trains faster and ends more accurate than MSE on a linear
+output. Claim (b): the FasterPose head (low-resolution features, one conv, depth_to_space)
+matches SimpleBaseline's three deconvolutions at a fraction of their MACs and int8 latency.
 
-Every variant trains on the same data with the same seed, input size, backbone (MobileNetV2
-0.5), schedule, augmentation and number of epochs; only the head and the loss change:
+Every (variant, seed) is one ordinary training run (``trainer.Trainer``) in its own model dir
+``OUT/runs/<variant>_seed<k>/``, of a config built from a base recipe (default the ``demo``
+config) by replacing only the head, the loss, the seed and the evaluation period:
 
-- ``fasterpose_rce``: FasterPose head on stride-32 features (r = 8), sigmoid, RCE.
+- ``fasterpose_rce``: the recipe's FasterPose head (demo: stride-16 features, 3x3 neck, r = 4),
+  sigmoid output, RCE.
 - ``fasterpose_mse``: the same head with a linear output, MSE.
-- ``simplebaseline_mse``: SimpleBaseline's three 4x4 deconvolutions, linear output, MSE.
+- ``simplebaseline_mse``: SimpleBaseline's deconvolutions on the same backbone (stride 32, no
+  neck), linear output, MSE.
 - ``simplebaseline_rce``: the deconvolution head with a sigmoid output, RCE.
-- ``fasterpose_s16_neck_rce``: FasterPose on stride-16 features with a 3x3 neck (r = 4).
 
-RCE is computed from the logits (the sigmoid's input); the output conv's bias starts at the
-logit of the mean target for RCE and at 0 for MSE, in every head, so each loss starts from its
-neutral prediction. After every epoch the float model's COCO AP is measured on the validation
-persons (ground-truth boxes, no flip test); at the end each model is converted to a fully
-integer .tflite (PTQ, calibrated on 64 training crops) whose AP and single-image latency
-(LiteRT, XNNPACK) are measured. The budget fixes the number of epochs before training from
-a timed calibration of every variant's training step.
+The seed changes the initial weights and the data order. The output conv's bias starts at the
+logit of the mean target for RCE and at 0 for MSE (``fptflite.models.zoo``). Each run is
+evaluated every ``eval_every_epochs`` (its ``eval_history.json`` is the AP curve) and at its
+end; its final float model is then converted to int8 PTQ, whose AP and latency at 1 and 2
+threads (LiteRT, XNNPACK) are measured, and the run's record ``ablation_run.json`` is written
+last. A record marks a finished run, never retrained; a killed study resumes the unfinished
+run from its checkpoint. Seeds are run in rounds (every variant's seed k before seed k + 1)
+and a round starts only when its estimated cost (measured runs of the variant, else a probe
+of a few training steps and one evaluation) fits the rest of the budget.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
+import re
+import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
-import tensorflow as tf
 import tf_keras as keras
 
-from fptflite.data import coco, pipeline, synthetic
-from fptflite.evaluation import coco_eval
-from fptflite.losses import RegressiveCrossEntropy, WeightedMSE
-from fptflite.models import build_model, count_macs, get_entry
-from fptflite.utils.io import write_bytes_atomic, write_json_atomic
+from fptflite.data import datasets
+from fptflite.evaluation import bootstrap
+from fptflite.models import MODELS, count_macs, get_entry
+from fptflite.tasks import configs, trainer
+from fptflite.tasks.configs import TrainConfig
+from fptflite.tflite import benchmark, convert, runner
+from fptflite.utils.io import atomic_path, write_bytes_atomic, write_json_atomic
 
-_PRIOR = 2.0 * math.pi * 2.0**2 / (64 * 48)  # the zoo's FasterPose bias init: mean target
-LOGIT_PRIOR = math.log(_PRIOR / (1 - _PRIOR))
+RESULT_FILE = "ablation.json"
+RUN_RECORD = "ablation_run.json"
+LATENCY_THREADS = (1, 2)
+CURVE_FRACTIONS = (0.25, 0.5, 0.75)  # the table's AP "at 25/50/75% of training"
+EVALS_PER_RUN = 8  # default evaluation period: epochs // EVALS_PER_RUN
+INT8_FIXED_S = 20.0  # estimated conversion and latency seconds of a run (plus one evaluation)
+# Claim (b) calls FasterPose's AP a match when its paired difference to SimpleBaseline's has
+# an interval above -1 AP point.
+AP_MATCH_TOLERANCE = 0.01
 
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
-    """One trained model of the ablation."""
+    """One trained model of the ablation: a head and its loss (``TrainConfig.loss``)."""
 
     name: str
-    model: str  # zoo name
-    loss: str  # "rce" (sigmoid output) or "mse" (linear output)
-    feature_stride: int = 32
-    neck_channels: int = 0
-
-    @property
-    def head(self) -> str:
-        return get_entry(self.model).head
+    head: str
+    loss: str
 
 
-VARIANTS: tuple[Variant, ...] = (
-    Variant("fasterpose_rce", "fasterpose_mnv2_050", "rce"),
-    Variant("fasterpose_mse", "fasterpose_mnv2_050", "mse"),
-    Variant("simplebaseline_mse", "simplebaseline_mnv2_050", "mse"),
-    Variant("simplebaseline_rce", "simplebaseline_mnv2_050", "rce"),
-    Variant("fasterpose_s16_neck_rce", "fasterpose_mnv2_050", "rce", 16, 64),
-)
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """What all variants share."""
-
-    input_size: tuple[int, int] = (128, 128)
-    num_train_images: int = 600
-    num_val_images: int = 80
-    data_seed: int = 0
-    seed: int = 0
-    batch_size: int = 32
-    learning_rate: float = 5e-3
-    warmup_epochs: float = 0.5
-    bn_momentum: float = 0.9
-    sigma: float = 2.0
-    augment: pipeline.AugmentConfig = pipeline.AugmentConfig(
-        scale_factor=0.25, rotation_deg=30.0, rotation_prob=0.5, half_body_prob=0.1)
-    num_calibration: int = 64
-    latency_runs: int = 30
-    latency_threads: int = 1
-    max_epochs: int = 60
-    variants: tuple[str, ...] = tuple(v.name for v in VARIANTS)
+VARIANTS: dict[str, Variant] = {v.name: v for v in (
+    Variant("fasterpose_rce", "fasterpose", "rce"),
+    Variant("fasterpose_mse", "fasterpose", "mse"),
+    Variant("simplebaseline_mse", "simplebaseline", "mse"),
+    Variant("simplebaseline_rce", "simplebaseline", "rce"),
+)}
+# Claim -> (variant a, variant b): the paired differences are a - b.
+CLAIMS = {"a": ("fasterpose_rce", "fasterpose_mse"),
+          "b": ("fasterpose_rce", "simplebaseline_mse")}
 
 
 def get_variant(name: str) -> Variant:
-    for v in VARIANTS:
-        if v.name == name:
-            return v
-    raise ValueError(f"unknown variant {name!r}; choose from {[v.name for v in VARIANTS]}")
+    """The variant called ``name``; a ValueError listing the known ones otherwise."""
+    if name not in VARIANTS:
+        raise ValueError(f"unknown ablation variant {name!r}; choose from {list(VARIANTS)}")
+    return VARIANTS[name]
 
 
-def build_variant(v: Variant, s: Settings) -> tuple[keras.Model, keras.Model]:
-    """(logits model [N, H/4, W/4, K] linear, inference model) sharing all weights.
+@dataclasses.dataclass(frozen=True)
+class AblationOptions:
+    """What to run.
 
-    The inference model ends in a sigmoid for RCE variants and is the logits model for MSE.
+    Attributes:
+        out_dir: results, ``runs/`` and (by default) the generated data go here.
+        recipe: the base config's name (``fptflite.tasks.configs.CONFIGS``).
+        variants: names of ``VARIANTS`` to train.
+        seeds: training seeds; each variant trains once per seed while the budget lasts.
+        epochs: replaces the recipe's epochs (None: the recipe's).
+        budget_minutes: the whole study should fit this (None: no limit).
+        overrides: further ``key=value`` overrides of the recipe (``configs.apply_overrides``).
+        data_dir: the recipe's data dir (None: ``out_dir/data``).
+        eval_every_epochs: the convergence curve's period (None: epochs // EVALS_PER_RUN).
+        num_calibration: training crops the int8 PTQ calibrates on.
+        latency_runs: timed invocations per thread count.
     """
-    model = build_model(v.model, s.input_size, bn_momentum=s.bn_momentum,
-                        feature_stride=v.feature_stride, neck_channels=v.neck_channels)
-    if v.head == "fasterpose":
-        out_conv = model.get_layer("head_conv")
-        logits = keras.Model(model.input, model.get_layer("depth_to_space").output,
-                             name=f"{v.name}_logits")
-    else:
-        out_conv = model.get_layer("heatmaps")
-        logits = keras.Model(model.input, model.output, name=f"{v.name}_logits")
-    bias = out_conv.bias
-    bias.assign(tf.fill(bias.shape, LOGIT_PRIOR if v.loss == "rce" else 0.0))
-    if v.loss == "mse":
-        return logits, logits
-    if v.head == "fasterpose":
-        return logits, model
-    prob = keras.layers.Activation("sigmoid", name="heatmaps_sigmoid")(logits.output)
-    return logits, keras.Model(model.input, prob, name=v.name)
+
+    out_dir: str
+    recipe: str = "demo"
+    variants: tuple[str, ...] = tuple(VARIANTS)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    epochs: int | None = None
+    budget_minutes: float | None = None
+    overrides: tuple[str, ...] = ()
+    data_dir: str | None = None
+    eval_every_epochs: int | None = None
+    num_calibration: int = 64
+    latency_runs: int = 30
 
 
-def _loss(v: Variant) -> keras.losses.Loss:
-    if v.loss == "rce":
-        return RegressiveCrossEntropy(from_logits=True)
-    if v.loss == "mse":
-        return WeightedMSE()
-    raise ValueError(f"unknown loss {v.loss!r}")
+# ----------------------------------------------------------------------------- configs
 
 
-def _lr_schedule(s: Settings, steps_per_epoch: int, epochs: int):
-    warmup = int(s.warmup_epochs * steps_per_epoch)
-    return keras.optimizers.schedules.CosineDecay(
-        0.0, max(epochs * steps_per_epoch - warmup, 1), alpha=0.01,
-        warmup_target=s.learning_rate, warmup_steps=warmup)
+def recipe_config(opts: AblationOptions) -> TrainConfig:
+    """The base config every run derives from: the recipe with the options' overrides."""
+    cfg = configs.get_config(opts.recipe)
+    items = [f"data.data_dir={opts.data_dir or os.path.join(opts.out_dir, 'data')}"]
+    if opts.epochs is not None:
+        items.append(f"epochs={opts.epochs}")
+    cfg = configs.apply_overrides(cfg, [*items, *opts.overrides])
+    every = opts.eval_every_epochs or max(cfg.epochs // EVALS_PER_RUN, 1)
+    return dataclasses.replace(cfg, eval_every_epochs=every).validate()
 
 
-class _Trainer:
-    """A variant's models, optimizer and compiled train step."""
-
-    def __init__(self, v: Variant, s: Settings, steps_per_epoch: int, epochs: int):
-        keras.utils.set_random_seed(s.seed)
-        self.variant = v
-        self.logits, self.inference = build_variant(v, s)
-        self.optimizer = keras.optimizers.Adam(_lr_schedule(s, steps_per_epoch, epochs))
-        loss_obj = _loss(v)
-        model, opt = self.logits, self.optimizer
-
-        @tf.function
-        def step(images, targets, weights):
-            with tf.GradientTape() as tape:
-                loss = loss_obj(targets, model(images, training=True), sample_weight=weights)
-            grads = tape.gradient(loss, model.trainable_variables)
-            opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-            return loss
-
-        self.step = step
+def zoo_model(head: str, backbone: str) -> str:
+    """The zoo name of ``head`` on ``backbone`` (a ValueError if the zoo has none)."""
+    names = [n for n, e in MODELS.items() if e.head == head and e.backbone == backbone]
+    if not names:
+        raise ValueError(f"the zoo has no {head} model on backbone {backbone!r}; the ablation "
+                         "needs both heads on the recipe's backbone")
+    return names[0]
 
 
-@dataclasses.dataclass
-class Data:
-    """The ablation's synthetic data, loaded once."""
+def variant_config(recipe: TrainConfig, variant: str, seed: int) -> TrainConfig:
+    """The config of one run: the recipe with the variant's model and loss and ``seed``.
 
-    paths: dict
-    train: list
-    val: list
-
-
-def prepare_data(out_dir: str, s: Settings) -> Data:
-    """Generates (once) and loads the synthetic COCO set under ``out_dir/data``."""
-    root = os.path.join(out_dir, "data")
-    ann = os.path.join(root, "annotations", "person_keypoints_val.json")
-    if os.path.isfile(ann):
-        paths = {"train_ann": os.path.join(root, "annotations", "person_keypoints_train.json"),
-                 "train_images": os.path.join(root, "images", "train"), "val_ann": ann,
-                 "val_images": os.path.join(root, "images", "val")}
-    else:
-        paths = synthetic.generate_dataset(root, s.num_train_images, s.num_val_images,
-                                           s.data_seed, progress=False)
-    aspect = s.input_size[1] / s.input_size[0]
-    train, _ = coco.load_instances(paths["train_ann"], paths["train_images"], aspect,
-                                   training=True)
-    val, _ = coco.load_instances(paths["val_ann"], paths["val_images"], aspect)
-    return Data(paths, train, val)
-
-
-def _batches(data: Data, s: Settings, epochs: int):
-    return iter(pipeline.train_dataset(data.train, s.input_size, s.batch_size, 0, s.seed,
-                                       s.sigma, s.augment, num_epochs=epochs))
-
-
-def calibrate(data: Data, s: Settings, timed_steps: int = 3) -> dict[str, dict[str, float]]:
-    """Seconds per training step and per eval crop of each variant (throwaway models)."""
-    out = {}
-    batch = next(_batches(data, s, 1))
-    for name in s.variants:
-        t = _Trainer(get_variant(name), s, 10, 1)
-        t0 = time.perf_counter()
-        t.step(*batch)
-        trace = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        for _ in range(timed_steps):
-            t.step(*batch)
-        step_s = (time.perf_counter() - t0) / timed_steps
-        predict = coco_eval.keras_predictor(t.inference)
-        images = batch[0].numpy()
-        predict(images, None)
-        t0 = time.perf_counter()
-        predict(images, None)
-        out[name] = {"trace_s": trace, "step_s": step_s,
-                     "crop_s": (time.perf_counter() - t0) / len(images)}
-    return out
-
-
-def choose_epochs(budget_s: float, costs: dict[str, dict[str, float]], steps_per_epoch: int,
-                  num_val: int, max_epochs: int, per_variant_fixed_s: float = 45.0) -> int:
-    """Largest epoch count whose estimated total fits ``budget_s`` (at least 1).
-
-    Per variant: fixed cost (graph tracing + int8 conversion, evaluation and latency, about
-    ``per_variant_fixed_s`` s plus the measured trace) and per epoch: the training steps plus
-    an evaluation (crops, plus about 1 s of decoding and COCOeval).
+    FasterPose keeps the recipe's features (stride, neck) when the recipe is a FasterPose
+    config (else stride 32, no neck); SimpleBaseline takes stride-32 features, no neck.
     """
-    fixed = sum(per_variant_fixed_s + 2 * c["trace_s"] for c in costs.values())
-    per_epoch = sum(c["step_s"] * steps_per_epoch + c["crop_s"] * num_val + 1.0
-                    for c in costs.values())
-    return int(max(1, min(max_epochs, (budget_s - fixed) // per_epoch)))
+    v = get_variant(variant)
+    stride, neck = 32, 0
+    if v.head == "fasterpose" and recipe.head == "fasterpose":
+        stride, neck = recipe.feature_stride, recipe.neck_channels
+    model = zoo_model(v.head, get_entry(recipe.model).backbone)
+    return dataclasses.replace(recipe, model=model, loss=v.loss, seed=int(seed),
+                               feature_stride=stride, neck_channels=neck).validate()
 
 
-def _evaluate_ap(predictor, data: Data, s: Settings) -> float:
-    stats, _ = coco_eval.evaluate(predictor, data.val, data.paths["val_ann"], s.input_size,
-                                  batch_size=64, flip_test=False, progress=False)
-    return float(stats["AP"])
+def portable(cfg: TrainConfig) -> dict:
+    """``cfg.to_dict()`` as JSON reads it back (lists for tuples), without the data dir
+    (where the data is, not what the recipe is)."""
+    d = json.loads(json.dumps(cfg.to_dict()))
+    d["data"]["data_dir"] = ""
+    return d
 
 
-def train_variant(v: Variant, data: Data, s: Settings, epochs: int, log=print
-                  ) -> tuple[dict, keras.Model]:
-    """Trains one variant; returns (its result row without int8 figures, inference model)."""
-    steps = pipeline.steps_per_epoch(len(data.train), s.batch_size)
-    t = _Trainer(v, s, steps, epochs)
-    batches = _batches(data, s, epochs)
-    t.step.get_concrete_function(*batches.element_spec)  # trace outside the timed loop
-    predictor = coco_eval.keras_predictor(t.inference)
-    epoch_ap, train_s = [], 0.0
-    for epoch in range(epochs):
+def run_dir(out_dir: str, variant: str, seed: int) -> str:
+    return os.path.join(out_dir, "runs", f"{variant}_seed{seed}")
+
+
+def eval_epochs(cfg: TrainConfig) -> list[int]:
+    """The epochs after which the Trainer evaluates ``cfg`` (see ``Trainer._eval_due``)."""
+    every = cfg.eval_every_epochs
+    return [e for e in range(1, cfg.epochs + 1) if e == cfg.epochs or (every and e % every == 0)]
+
+
+# ------------------------------------------------------------------------------ budget
+
+
+@dataclasses.dataclass(frozen=True)
+class Cost:
+    """Estimated seconds of a variant's run.
+
+    Attributes:
+        setup_s: building the Trainer and tracing its loop.
+        epoch_s: the training steps of one epoch.
+        eval_s: one evaluation (and its ``best`` export).
+        int8_s: conversion, int8 evaluation and latency.
+    """
+
+    setup_s: float
+    epoch_s: float
+    eval_s: float
+    int8_s: float
+
+    def run_s(self, cfg: TrainConfig) -> float:
+        return (self.setup_s + cfg.epochs * self.epoch_s + len(eval_epochs(cfg)) * self.eval_s
+                + self.int8_s)
+
+    def one_epoch_s(self) -> float:
+        return self.setup_s + self.epoch_s + self.eval_s
+
+
+def probe_cost(cfg: TrainConfig, scratch_dir: str, num_steps: int = 5) -> Cost:
+    """Measures a variant's costs on a throwaway Trainer in ``scratch_dir`` (removed after):
+    its construction, ``num_steps`` + 1 training steps and one evaluation."""
+    shutil.rmtree(scratch_dir, ignore_errors=True)
+    try:
         t0 = time.perf_counter()
-        for _ in range(steps):
-            loss = t.step(*next(batches))
-        train_s += time.perf_counter() - t0
-        epoch_ap.append(_evaluate_ap(predictor, data, s))
-        log(f"  {v.name}: epoch {epoch + 1}/{epochs} loss {float(loss):.5f} "
-            f"AP {epoch_ap[-1]:.4f} ({train_s:.0f} s training)")
-    row = {"name": v.name, "head": v.head, "loss": v.loss, "feature_stride": v.feature_stride,
-           "neck_channels": v.neck_channels, "model": v.model, "epoch_ap": epoch_ap,
-           "params": int(t.inference.count_params()), "macs": int(count_macs(t.inference)),
-           "train_s": round(train_s, 2)}
-    return row, t.inference
+        t = trainer.Trainer(cfg, scratch_dir)
+        build_s = time.perf_counter() - t0
+        first_s, step_s = t.time_steps(num_steps)
+        t0 = time.perf_counter()
+        t.evaluate_and_export()
+        eval_s = time.perf_counter() - t0
+        return Cost(build_s + max(first_s - step_s, 0.0), step_s * t.data.steps, eval_s,
+                    eval_s + INT8_FIXED_S)
+    finally:
+        keras.backend.clear_session()
+        shutil.rmtree(scratch_dir, ignore_errors=True)
 
 
-def int8_figures(model: keras.Model, data: Data, s: Settings, path: str) -> dict:
-    """Converts ``model`` to int8 PTQ at ``path``; its AP and median latency (ms)."""
-    from fptflite.tflite import benchmark, convert, runner
+def check_budget(budget_s: float, one_epoch_s: dict[str, float]) -> None:
+    """Raises a ValueError when ``budget_s`` does not cover one epoch of any variant."""
+    if one_epoch_s and budget_s < min(one_epoch_s.values()):
+        cheapest = min(one_epoch_s, key=one_epoch_s.get)
+        raise ValueError(
+            f"a budget of {budget_s / 60:.2f} min is too small for one epoch of any variant "
+            f"(the cheapest, {cheapest}, needs about {one_epoch_s[cheapest] / 60:.2f} min for "
+            "its setup, one epoch and one evaluation)")
 
-    crops = convert.calibration_crops(data.train, s.input_size, s.num_calibration, s.seed)
+
+def estimate_run_s(cfg: TrainConfig, records: list[dict], cost: Cost | None,
+                   model_dir: str) -> float:
+    """Seconds the rest of a run should take: its variant's mean measured run (records not
+    resumed), else ``cost``; scaled by the share of epochs a killed run has left."""
+    measured = [r["run_s"] for r in records if not r["resumed"]]
+    full = float(np.mean(measured)) if measured else cost.run_s(cfg)
+    history = trainer.read_eval_history(model_dir)
+    done = history[-1]["epoch"] if history else 0
+    return full * (1.0 - done / cfg.epochs)
+
+
+# -------------------------------------------------------------------------------- runs
+
+
+def int8_figures(model: keras.Model, cfg: TrainConfig, t: trainer.Trainer, path: str,
+                 opts: AblationOptions) -> dict:
+    """Converts ``model`` to int8 PTQ at ``path``; its AP (the run's evaluation settings) and
+    median latency in ms per thread count."""
+    crops = datasets.split_calibration_crops(cfg.data, cfg.input_size, "train",
+                                             opts.num_calibration, cfg.seed)
     write_bytes_atomic(path, convert.convert(model, "int8_ptq", crops))
-    ap = _evaluate_ap(runner.TFLitePredictor(path, s.input_size, num_threads=2), data, s)
-    ms = benchmark.time_tflite(path, s.latency_threads, runs=s.latency_runs)
-    return {"int8_ap": ap, "int8_ms": float(np.median(ms))}
+    metric = trainer.metric_of(cfg)
+    stats, _ = metric.evaluate(
+        runner.TFLitePredictor(path, cfg.input_size, num_threads=max(LATENCY_THREADS)),
+        t.data.val_instances, t.data.paths["val_ann"], cfg.input_size, None,
+        cfg.eval_batch_size, cfg.eval_flip_test, cfg.eval_decode, False)
+    ms = {str(n): float(np.median(benchmark.time_tflite(path, n, runs=opts.latency_runs)))
+          for n in LATENCY_THREADS}
+    return {"int8_ap": metric.value(stats), "int8_ms": ms}
 
 
-def run(out_dir: str, budget_minutes: float = 30.0, s: Settings = Settings(),
-        epochs: int | None = None, log=print) -> dict:
-    """Runs the ablation; writes ablation.json, ablation.md and convergence.png.
+def curve_of(model_dir: str, cfg: TrainConfig) -> list[dict]:
+    """The run's AP curve from its ``eval_history.json``: [{"epoch", "step", "ap"}]."""
+    metric = trainer.metric_of(cfg)
+    return [{"epoch": h["epoch"], "step": h["step"], "ap": metric.value(h)}
+            for h in trainer.read_eval_history(model_dir)]
 
-    Args:
-        out_dir: output folder (the data is generated under ``out_dir/data`` once).
-        budget_minutes: the whole run (data, calibration, training, int8) should fit this.
-        s: the shared settings.
-        epochs: force this many epochs instead of deriving them from the budget (and skip
-            the timing calibration).
+
+def train_run(cfg: TrainConfig, variant: str, model_dir: str, opts: AblationOptions) -> dict:
+    """Trains (or resumes) one run, measures its int8 file; writes and returns its record."""
+    t0 = time.perf_counter()
+    resumed = os.path.isdir(os.path.join(model_dir, "checkpoints"))
+    t = trainer.Trainer(cfg, model_dir)
+    result = t.run()
+    train_s = time.perf_counter() - t0
+    with open(os.path.join(model_dir, "final_metrics.json")) as f:
+        final = json.load(f)
+    metric = trainer.metric_of(cfg)
+    t1 = time.perf_counter()
+    int8 = int8_figures(result.model, cfg, t, os.path.join(model_dir, "int8_ptq.tflite"), opts)
+    v = get_variant(variant)
+    record = {
+        "variant": variant, "seed": cfg.seed, "model": cfg.model, "head": v.head,
+        "loss": v.loss, "output_activation": cfg.output_activation,
+        "feature_stride": cfg.feature_stride, "neck_channels": cfg.neck_channels,
+        "epochs": cfg.epochs, "model_dir": os.path.relpath(model_dir, opts.out_dir),
+        "curve": curve_of(model_dir, cfg), "final_ap": metric.value(final),
+        "best_ap": float(final["best_AP"]), "params": int(result.model.count_params()),
+        "macs": int(count_macs(result.model)), **int8, "train_s": round(train_s, 2),
+        "int8_s": round(time.perf_counter() - t1, 2),
+        "run_s": round(time.perf_counter() - t0, 2), "resumed": resumed,
+        "config": portable(cfg)}
+    write_json_atomic(os.path.join(model_dir, RUN_RECORD), record)
+    keras.backend.clear_session()
+    return record
+
+
+_RUN_NAME = re.compile(r"^(?P<variant>.+)_seed(?P<seed>-?\d+)$")
+
+
+def load_records(out_dir: str, recipe: TrainConfig) -> list[dict]:
+    """The records of every finished run under ``out_dir/runs`` (sorted by variant order and
+    seed); a ValueError when one was trained from another recipe."""
+    folder = os.path.join(out_dir, "runs")
+    records = []
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        match, path = _RUN_NAME.match(name), os.path.join(folder, name, RUN_RECORD)
+        if not match or match["variant"] not in VARIANTS or not os.path.isfile(path):
+            continue
+        with open(path) as f:
+            record = json.load(f)
+        expected = portable(variant_config(recipe, match["variant"], int(match["seed"])))
+        if record["config"] != expected:
+            raise ValueError(f"{path} was trained from another recipe than this study's; use a "
+                             "new output dir")
+        records.append(record)
+    order = list(VARIANTS)
+    return sorted(records, key=lambda r: (order.index(r["variant"]), r["seed"]))
+
+
+def check_results_dir(out_dir: str, recipe_entry: dict) -> None:
+    """Refuses an output dir whose ``ablation.json`` comes from another recipe."""
+    path = os.path.join(out_dir, RESULT_FILE)
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        old = json.load(f).get("recipe")
+    if old != recipe_entry:
+        old_cfg, new_cfg = (old or {}).get("config", {}), recipe_entry["config"]
+        diff = sorted(k for k in set(old_cfg) | set(new_cfg) if old_cfg.get(k) != new_cfg.get(k))
+        raise ValueError(
+            f"{path} holds results of another recipe ({(old or {}).get('name')!r}, differing "
+            f"in {diff or 'name'}) than this one ({recipe_entry['name']!r}); its finished runs "
+            "are never overwritten: use a new output dir")
+
+
+# ------------------------------------------------------------------------- the study
+
+
+def run(opts: AblationOptions, log: Callable[[str], None] = print) -> dict:
+    """Runs (or resumes) the study; writes ablation.json, ablation.md and convergence.png.
 
     Returns:
-        The JSON-ready result ({"variants": [...], "epochs", "settings", ...}).
+        The result written to ablation.json (see ``build_result``).
+
+    Raises:
+        ValueError: an unknown variant, no seeds, an output dir holding another recipe's
+            results, or a budget too small for one epoch of any variant.
     """
     start = time.perf_counter()
-    os.makedirs(out_dir, exist_ok=True)
-    data = prepare_data(out_dir, s)
-    steps = pipeline.steps_per_epoch(len(data.train), s.batch_size)
-    costs, epochs_from = None, "flag" if epochs else "budget"
-    if epochs is None:
-        costs = calibrate(data, s)
-        epochs = choose_epochs(budget_minutes * 60 - (time.perf_counter() - start), costs,
-                               steps, len(data.val), s.max_epochs)
-    log(f"ablation: {len(data.train)} training / {len(data.val)} val persons, {steps} steps "
-        f"per epoch, {epochs} epochs for a {budget_minutes:g} min budget")
-    rows = []
-    for name in s.variants:
-        v = get_variant(name)
-        row, model = train_variant(v, data, s, epochs, log)
-        row.update(int8_figures(model, data, s, os.path.join(out_dir, "tflite",
-                                                             f"{v.name}_int8_ptq.tflite")))
-        rows.append(row)
-        log(f"  {v.name}: int8 AP {row['int8_ap']:.4f}, {row['int8_ms']:.2f} ms")
-        keras.backend.clear_session()
-    result = {"variants": rows, "epochs": epochs, "epochs_from": epochs_from,
-              "budget_minutes": budget_minutes,
-              "total_s": round(time.perf_counter() - start, 1), "calibration": costs,
-              "settings": {**dataclasses.asdict(s), "num_train_persons": len(data.train),
-                           "num_val_persons": len(data.val), "steps_per_epoch": steps}}
-    write_outputs(out_dir, result)
+    for name in opts.variants:
+        get_variant(name)
+    if not opts.variants or not opts.seeds:
+        raise ValueError("the ablation needs at least one variant and one seed")
+    opts = dataclasses.replace(opts, variants=tuple(dict.fromkeys(opts.variants)),
+                               seeds=tuple(dict.fromkeys(int(s) for s in opts.seeds)))
+    recipe = recipe_config(opts)
+    entry = {"name": opts.recipe, "config": portable(recipe)}
+    check_results_dir(opts.out_dir, entry)
+    records = load_records(opts.out_dir, recipe)
+    state = {"recipe": entry, "options": opts, "costs": {}, "stopped": None, "start": start}
+    write_outputs(opts.out_dir, build_result(records, state))
+    budget_s = None if opts.budget_minutes is None else 60.0 * opts.budget_minutes
+    done = {(r["variant"], r["seed"]) for r in records}
+    todo = [(s, v) for s in opts.seeds for v in opts.variants if (v, s) not in done]
+    if budget_s is not None and todo:
+        state["costs"] = _probe_missing(opts, recipe, records, {v for _, v in todo}, log)
+        check_budget(budget_s, _one_epoch_s(records, state["costs"]))
+    for seed in dict.fromkeys(s for s, _ in todo):
+        round_ = [v for s, v in todo if s == seed]
+        if budget_s is not None:
+            need = sum(estimate_run_s(variant_config(recipe, v, seed),
+                                      [r for r in records if r["variant"] == v],
+                                      state["costs"].get(v), run_dir(opts.out_dir, v, seed))
+                       for v in round_)
+            left = budget_s - (time.perf_counter() - start)
+            if need > left:
+                state["stopped"] = (f"seed {seed} needs about {need / 60:.1f} min for "
+                                    f"{round_}, {left / 60:.1f} min of the budget were left")
+                log(f"ablation: stopping: {state['stopped']}")
+                break
+        for v in round_:
+            log(f"ablation: training {v} seed {seed} -> {run_dir(opts.out_dir, v, seed)}")
+            train_run(variant_config(recipe, v, seed), v, run_dir(opts.out_dir, v, seed), opts)
+            records = load_records(opts.out_dir, recipe)
+            write_outputs(opts.out_dir, build_result(records, state))
+    result = build_result(records, state)
+    write_outputs(opts.out_dir, result)
+    log(f"ablation: seeds per variant {result['seeds_per_variant']}")
     return result
 
 
-def format_table(result: dict) -> str:
-    """The markdown table of a result."""
-    lines = ["| variant | head | loss | stride | params (M) | MACs (M) | AP first / last epoch "
-             "| best AP | train s | int8 AP | int8 ms |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in result["variants"]:
-        ap = r["epoch_ap"]
-        lines.append(
-            f"| {r['name']} | {r['head']} | {r['loss']} | {r['feature_stride']} | "
-            f"{r['params'] / 1e6:.3f} | {r['macs'] / 1e6:.1f} | {ap[0]:.3f} / {ap[-1]:.3f} | "
-            f"{max(ap):.3f} | {r['train_s']:.0f} | {r['int8_ap']:.3f} | {r['int8_ms']:.2f} |")
-    return "\n".join(lines)
+def _probe_missing(opts: AblationOptions, recipe: TrainConfig, records: list[dict],
+                   variants: set[str], log: Callable[[str], None]) -> dict[str, Cost]:
+    """Probes the variants without a measured (not resumed) run."""
+    costs, scratch = {}, os.path.join(opts.out_dir, "probe")
+    trainer.ensure_data(recipe)  # generate the data before timing anything
+    try:
+        for v in opts.variants:
+            if v in variants and not any(r["variant"] == v and not r["resumed"]
+                                         for r in records):
+                costs[v] = probe_cost(variant_config(recipe, v, opts.seeds[0]),
+                                      os.path.join(scratch, v))
+                log(f"ablation: {v} cost estimate {dataclasses.asdict(costs[v])}")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return costs
+
+
+def _one_epoch_s(records: list[dict], costs: dict[str, Cost]) -> dict[str, float]:
+    """Seconds of a setup, an epoch and an evaluation per variant (probed or measured)."""
+    out = {v: c.one_epoch_s() for v, c in costs.items()}
+    for r in records:
+        if r["variant"] not in out and not r["resumed"]:
+            out[r["variant"]] = r["run_s"] / r["epochs"]
+    return out
+
+
+# ------------------------------------------------------------------- summary, verdicts
+
+
+def ap_at(curve: list[dict], epochs: int, fraction: float) -> float:
+    """AP at ``fraction`` of the training, interpolated linearly between evaluations (the
+    first evaluation's AP before it)."""
+    return float(np.interp(fraction * epochs, [p["epoch"] for p in curve],
+                           [p["ap"] for p in curve]))
+
+
+def _stats(values: Sequence[float]) -> dict:
+    """Mean and sample standard deviation (0 for one value) of per-seed values."""
+    a = np.asarray(values, np.float64)
+    return {"mean": float(a.mean()), "sd": float(a.std(ddof=1)) if len(a) > 1 else 0.0}
+
+
+def summarize(records: list[dict]) -> dict[str, dict]:
+    """Per variant: seeds, final AP, AP at ``CURVE_FRACTIONS``, params, MACs, int8 figures."""
+    out = {}
+    for v in VARIANTS:
+        rows = [r for r in records if r["variant"] == v]
+        if not rows:
+            continue
+        out[v] = {
+            "seeds": [r["seed"] for r in rows], "final_ap": _stats([r["final_ap"] for r in rows]),
+            "ap_at": {f"{int(f * 100)}%": _stats([ap_at(r["curve"], r["epochs"], f)
+                                                  for r in rows]) for f in CURVE_FRACTIONS},
+            "params": rows[0]["params"], "macs": rows[0]["macs"],
+            "int8_ap": _stats([r["int8_ap"] for r in rows]),
+            "int8_ms": {n: _stats([r["int8_ms"][n] for r in rows]) for n in rows[0]["int8_ms"]},
+            "train_s": _stats([r["train_s"] for r in rows])}
+    return out
+
+
+def paired(records: list[dict], a: str, b: str, value: Callable[[dict], float],
+           ratio: bool = False) -> dict:
+    """Per-seed paired ``value(a) - value(b)`` (or ``a / b``) over the seeds both variants
+    have, with the mean and its bootstrap interval (``bootstrap.mean_interval``; with few
+    seeds it only brackets the observed values)."""
+    by_seed = {(r["variant"], r["seed"]): r for r in records}
+    seeds = sorted(s for (v, s) in by_seed if v == a and (b, s) in by_seed)
+    if not seeds:
+        return {"seeds": [], "per_seed": [], "mean": None, "interval": None}
+    x = [value(by_seed[(a, s)]) for s in seeds]
+    y = [value(by_seed[(b, s)]) for s in seeds]
+    d = np.divide(x, y) if ratio else np.subtract(x, y)
+    return {"seeds": seeds, "per_seed": [float(v) for v in d], "mean": float(d.mean()),
+            "interval": list(bootstrap.mean_interval(d))}
+
+
+def _sign_verdict(d: dict, tolerance: float = 0.0) -> str:
+    """"supported" when a paired difference's interval lies above -``tolerance``,
+    "contradicted" below it, else "undecided"; "not measured" without paired seeds."""
+    if d["interval"] is None:
+        return "not measured"
+    low, high = d["interval"]
+    if low > -tolerance:
+        return "supported"
+    if high < -tolerance:
+        return "contradicted"
+    return "undecided"
+
+
+def verdicts(records: list[dict]) -> dict:
+    """Claim (a): RCE - MSE on the FasterPose head (final AP; AP at 25% for speed). Claim
+    (b): FasterPose - SimpleBaseline final AP, their MACs and int8 latencies as fractions."""
+    a, b = CLAIMS["a"], CLAIMS["b"]
+    early = CURVE_FRACTIONS[0]
+    final_a = paired(records, *a, lambda r: r["final_ap"])
+    early_a = paired(records, *a, lambda r: ap_at(r["curve"], r["epochs"], early))
+    final_b = paired(records, *b, lambda r: r["final_ap"])
+    out = {"a": {"variants": list(a), "final_ap_difference": final_a,
+                 "early_fraction": early, "early_ap_difference": early_a,
+                 "ends_more_accurate": _sign_verdict(final_a),
+                 "trains_faster": _sign_verdict(early_a)},
+           "b": {"variants": list(b), "final_ap_difference": final_b,
+                 "macs_fraction": paired(records, *b, lambda r: r["macs"], ratio=True),
+                 "ap_matches": _sign_verdict(final_b, AP_MATCH_TOLERANCE)}}
+    for n in LATENCY_THREADS:
+        out["b"][f"int8_ms_fraction_{n}_threads"] = paired(
+            records, *b, lambda r, n=n: r["int8_ms"][str(n)], ratio=True)
+    return out
+
+
+def build_result(records: list[dict], state: dict) -> dict:
+    """The ablation.json object: recipe, options, runs, summary, verdicts, budget notes."""
+    opts: AblationOptions = state["options"]
+    return {
+        "recipe": state["recipe"], "variants": list(opts.variants), "seeds": list(opts.seeds),
+        "budget_minutes": opts.budget_minutes,
+        "seeds_per_variant": {v: sum(r["variant"] == v for r in records) for v in opts.variants},
+        "stopped": state["stopped"],
+        "cost_estimates": {v: dataclasses.asdict(c) for v, c in state["costs"].items()},
+        "runs": records, "summary": summarize(records), "verdicts": verdicts(records),
+        "session_s": round(time.perf_counter() - state["start"], 1)}
+
+
+# ------------------------------------------------------------------------------ output
+
+
+def _pm(s: dict, scale: float = 1.0, digits: int = 3) -> str:
+    return f"{s['mean'] * scale:.{digits}f} ± {s['sd'] * scale:.{digits}f}"
+
+
+def _interval(d: dict, digits: int = 3, sign: str = "+") -> str:
+    """A paired difference (``sign`` "+") or ratio ("") with its interval and seeds."""
+    if d["mean"] is None:
+        return "no paired seeds"
+    fmt = f"{sign}.{digits}f"
+    per_seed = ", ".join(f"{v:{fmt}}" for v in d["per_seed"])
+    low, high = d["interval"]
+    return (f"{d['mean']:{fmt}}, 95% interval [{low:{fmt}}, {high:{fmt}}] over seeds "
+            f"{d['seeds']} (per seed: {per_seed})")
+
+
+def format_markdown(result: dict) -> str:
+    """ablation.md: the variant x seeds table and the verdict per claim."""
+    cfg = result["recipe"]["config"]
+    threads = "/".join(str(n) for n in LATENCY_THREADS)
+    lines = [f"# FasterPose ablation (recipe {result['recipe']['name']})", "",
+             f"{cfg['model'].split('_', 1)[1]} backbone, input {cfg['input_size'][0]}x"
+             f"{cfg['input_size'][1]}, {cfg['epochs']} epochs, evaluation every "
+             f"{cfg['eval_every_epochs']} epochs (flip test {cfg['eval_flip_test']}); values "
+             "are mean ± sd over seeds; AP at x% interpolated between evaluations; int8 = "
+             f"full-integer PTQ, latency median ms at {threads} threads.", "",
+             "| variant | seeds | final AP | AP 25% / 50% / 75% | params (M) | MACs (M) | "
+             f"int8 AP | int8 ms ({threads} thr) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for v, s in result["summary"].items():
+        curve = " / ".join(f"{s['ap_at'][k]['mean']:.3f}" for k in s["ap_at"])
+        ms = " / ".join(f"{s['int8_ms'][str(n)]['mean']:.2f}" for n in LATENCY_THREADS)
+        lines.append(f"| {v} | {len(s['seeds'])} | {_pm(s['final_ap'])} | {curve} | "
+                     f"{s['params'] / 1e6:.3f} | {s['macs'] / 1e6:.1f} | {_pm(s['int8_ap'])} | "
+                     f"{ms} |")
+    a, b = result["verdicts"]["a"], result["verdicts"]["b"]
+    lines += ["", f"Seeds per variant: {result['seeds_per_variant']}"
+              + (f"; stopped: {result['stopped']}" if result["stopped"] else ""), "",
+              f"**(a) RCE vs MSE** ({a['variants'][0]} - {a['variants'][1]}): ends more "
+              f"accurate: **{a['ends_more_accurate']}**, final AP "
+              f"{_interval(a['final_ap_difference'])}; trains faster: **{a['trains_faster']}**, "
+              f"AP at {a['early_fraction']:.0%} {_interval(a['early_ap_difference'])}.", "",
+              f"**(b) FasterPose vs SimpleBaseline** ({b['variants'][0]} vs {b['variants'][1]}): "
+              f"AP matches (within {AP_MATCH_TOLERANCE:g}): **{b['ap_matches']}**, final AP "
+              f"difference {_interval(b['final_ap_difference'])}; MACs fraction "
+              f"{_interval(b['macs_fraction'], sign='')}" + "".join(
+                  f"; int8 latency fraction at {n} thread(s) "
+                  f"{_interval(b[f'int8_ms_fraction_{n}_threads'], sign='')}"
+                  for n in LATENCY_THREADS)
+              + "."]
+    return "\n".join(lines) + "\n"
 
 
 def plot_convergence(result: dict, path: str) -> None:
-    """AP against epoch, one line per variant."""
+    """AP against epoch: each variant's mean over seeds, with the seeds' min-max band."""
+    # lazy: matplotlib (and its Agg backend choice) only when a picture is drawn
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after matplotlib.use, as pyplot requires
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in result["variants"]:
-        ax.plot(range(1, len(r["epoch_ap"]) + 1), r["epoch_ap"], marker="o", markersize=3,
-                label=f"{r['name']} ({r['macs'] / 1e6:.0f} M MACs)")
+    for v, s in result["summary"].items():
+        curves = [r["curve"] for r in result["runs"] if r["variant"] == v]
+        epochs = [p["epoch"] for p in curves[0]]
+        aps = np.array([[p["ap"] for p in c] for c in curves if len(c) == len(epochs)])
+        line, = ax.plot(epochs, aps.mean(axis=0), marker="o", markersize=3,
+                        label=f"{v} (n={len(aps)}, {s['macs'] / 1e6:.0f} M MACs)")
+        ax.fill_between(epochs, aps.min(axis=0), aps.max(axis=0), alpha=0.2,
+                        color=line.get_color())
     ax.set_xlabel("epoch")
-    ax.set_ylabel("val AP (float, GT boxes)")
-    ax.set_title(f"Ablation, synthetic COCO, seed {result['settings']['seed']}")
+    ax.set_ylabel("val AP (float)")
+    ax.set_title(f"Ablation, recipe {result['recipe']['name']}: mean and seed range")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if result["summary"]:
+        ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def write_outputs(out_dir: str, result: dict) -> None:
-    s = result["settings"]
-    header = (f"# FasterPose ablation\n\nSynthetic COCO, {s['num_train_persons']} training / "
-              f"{s['num_val_persons']} val persons, input {s['input_size'][0]}x"
-              f"{s['input_size'][1]}, MobileNetV2 0.5, {result['epochs']} epochs, seed "
-              f"{s['seed']}, Adam {s['learning_rate']} cosine; AP on GT boxes without flip "
-              f"test; int8 = full-integer PTQ, latency = median of {s['latency_runs']} runs on "
-              f"{s['latency_threads']} thread(s). Total {result['total_s']:.0f} s.\n\n")
-    write_json_atomic(os.path.join(out_dir, "ablation.json"), result)
-    write_bytes_atomic(os.path.join(out_dir, "ablation.md"),
-                       (header + format_table(result) + "\n").encode())
+    """Writes ablation.json, ablation.md and convergence.png atomically."""
+    write_json_atomic(os.path.join(out_dir, RESULT_FILE), result)
+    write_bytes_atomic(os.path.join(out_dir, "ablation.md"), format_markdown(result).encode())
     plot_convergence(result, os.path.join(out_dir, "convergence.png"))
 
 
 def load_result(out_dir: str) -> dict:
-    with open(os.path.join(out_dir, "ablation.json")) as f:
+    with open(os.path.join(out_dir, RESULT_FILE)) as f:
         return json.load(f)
-
-
-def settings_with(**kw) -> Settings:
-    """``Settings`` with fields replaced (tuples accepted as lists)."""
-    fixed = {k: tuple(v) if isinstance(v, Sequence) and not isinstance(v, str) else v
-             for k, v in kw.items()}
-    return dataclasses.replace(Settings(), **fixed)
