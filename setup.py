@@ -6,8 +6,9 @@ setup(
     name="fptflite",
     version="0.1.0",
     description="Train FasterPose in Keras and ship it as a verified int8 TFLite model.",
-    packages=find_packages(include=["fptflite", "fptflite.*", "training", "conversion",
-                                    "benchmarks"]),
+    # Only the library is installed; the binaries (training/, conversion/, benchmarks/) run
+    # from the checkout: python -m training.train, python -m conversion.convert, ...
+    packages=find_packages(include=["fptflite", "fptflite.*"]),
     python_requires=">=3.10,<3.13",
     install_requires=[
         "tensorflow==2.21.0",

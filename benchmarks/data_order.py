@@ -114,9 +114,10 @@ def replica_epochs(cfg, strategy, num_epochs: int) -> dict:
         dict: steps per epoch, per epoch the annotation ids each replica received, and the
         number of per-replica batches left over after the last epoch.
     """
+    # lazy: TensorFlow only for the replica runs; --simulate needs numpy alone
     import tensorflow as tf
 
-    from fptflite.tasks import trainer
+    from fptflite.tasks import trainer  # lazy, as above
 
     topo = trainer.topology(strategy)
     data = trainer.load_train_data(cfg, topo)
@@ -144,10 +145,11 @@ def replica_epochs(cfg, strategy, num_epochs: int) -> dict:
 
 
 def run_replicas() -> list[dict]:
+    # lazy: TensorFlow only for the replica runs; --simulate needs numpy alone
     import tensorflow as tf
 
-    from fptflite.data import coco, synthetic, tfrecords
-    from fptflite.tasks import configs, trainer
+    from fptflite.data import datasets, synthetic, tfrecords  # lazy, as above
+    from fptflite.tasks import configs, trainer  # lazy, as above
 
     counts = [int(r) for r in _REPLICAS.value]
     devices = trainer.configure_cpu_replicas(max(counts))
@@ -159,9 +161,7 @@ def run_replicas() -> list[dict]:
         f"batch_size_per_replica={_BATCH.value}", f"epochs={_EPOCHS.value}"])
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        paths = cfg.data.paths()
-        inst, _ = coco.load_instances(paths["train_ann"], paths["train_images"], 1.0,
-                                      training=True)
+        inst, _ = datasets.load_split(cfg.data, "train", 1.0, training=True)
         tfrecords.write_shards(inst, tmp, "train", (64, 64), 5, progress=False)
         all_ids = {i.ann_id for i in inst}
         for source in ("image files", "tfrecords"):

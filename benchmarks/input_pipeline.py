@@ -21,12 +21,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import fptflite  # noqa: E402,F401  (selects tf_keras before TensorFlow loads)
 from fptflite.data import pipeline, synthetic, tfrecords  # noqa: E402
-from fptflite.data.coco import load_instances  # noqa: E402
+from fptflite.data.datasets import load_file  # noqa: E402
 from fptflite.utils.io import write_json_atomic  # noqa: E402
 
 _NUM = flags.DEFINE_integer("num_images", 200, "Synthetic 640x480 images to generate.")
@@ -39,7 +40,6 @@ _JSON = flags.DEFINE_string("json_out", None, "Also write the table as JSON here
 def make_images(out_dir: str, n: int) -> tuple[str, str]:
     rng = np.random.default_rng(0)
     d = synthetic.generate_split(out_dir, "bench", 0, 0, 1, progress=False)
-    import cv2
 
     images, anns = [], []
     os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
@@ -63,7 +63,7 @@ def main(argv):
     h, w = (int(v) for v in _INPUT.value.split("x"))
     with tempfile.TemporaryDirectory() as tmp:
         ann_file, image_dir = make_images(tmp, _NUM.value)
-        instances, _ = load_instances(ann_file, image_dir, w / h)
+        instances, _ = load_file(ann_file, image_dir, w / h)
         record_dir = os.path.join(tmp, "records")
         tfrecords.write_shards(instances, record_dir, "train", (h, w), 8, progress=False)
         variants = {

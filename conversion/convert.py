@@ -18,8 +18,10 @@ import sys
 from absl import app, flags, logging
 
 import fptflite  # noqa: F401  (selects tf_keras before TensorFlow loads)
-from fptflite.evaluation import defaults as eval_defaults
-from fptflite.tasks import trainer
+from fptflite.data import datasets
+from fptflite.evaluation import fidelity
+from fptflite.tasks import eval_settings, trainer
+from fptflite.tasks.calibration import calibration_crops_for
 from fptflite.tflite import convert as convert_lib
 from fptflite.tflite import metadata
 from fptflite.tflite.export import export_formats
@@ -37,7 +39,7 @@ _OUT_TYPE = flags.DEFINE_enum("output_type", "uint8", ["uint8", "int8", "float32
 _CALIB_ANN = flags.DEFINE_string("calib_ann_file", None, "Calibration annotations (default: "
                                  "the training set of --model's config).")
 _CALIB_IMG = flags.DEFINE_string("calib_image_dir", None, "Calibration images.")
-_NUM_CALIB = flags.DEFINE_integer("num_calibration", convert_lib.DEFAULT_NUM_CALIBRATION,
+_NUM_CALIB = flags.DEFINE_integer("num_calibration", datasets.DEFAULT_NUM_CALIBRATION,
                                   "Calibration crops.")
 _NAME = flags.DEFINE_string("name", None, "File name stem (default: the model's name).")
 flags.mark_flags_as_required(["model", "out_dir"])
@@ -65,7 +67,7 @@ def _missing_qat(qat_path: str | None) -> str | None:
 def _record_eval_settings(exported: dict, float_path: str) -> None:
     """Adds the training config's evaluation settings (flip test, decoder) to each sidecar,
     so conversion.evaluate_tflite scores the file as the run scored its float model."""
-    cfg, cfg_path = eval_defaults.find_config(float_path)
+    cfg, cfg_path = eval_settings.find_config(float_path)
     if cfg is None:
         return
     for entry in exported.values():
@@ -98,12 +100,13 @@ def main(argv):
         logging.warning("skipping %s: %s", fmt, reason)
     calib = None
     if any(f.startswith("int8") for f in formats):
-        cfg = trainer.load_config(_MODEL.value) if os.path.isdir(_MODEL.value) else None
-        calib = convert_lib.calibration_crops_from(
-            _CALIB_ANN.value, _CALIB_IMG.value, float_model.input_shape[1:3], _NUM_CALIB.value,
-            cfg)
+        calib = calibration_crops_for(_MODEL.value, _CALIB_ANN.value, _CALIB_IMG.value,
+                                      float_model.input_shape[1:3], _NUM_CALIB.value)
     exported = export_formats(_OUT.value, _NAME.value or float_model.name, formats, float_model,
                               qat_model, calib, _IN_TYPE.value, _OUT_TYPE.value)
+    if "int8_qat" in exported:
+        fidelity.check_qat_file(qat_model, exported["int8_qat"]["path"],
+                                calib[:fidelity.DEFAULT_NUM_FIDELITY_CROPS])
     _record_eval_settings(exported, float_path)
     print(f"converted: {', '.join(formats)}")
     for fmt, reason in skipped.items():

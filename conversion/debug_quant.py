@@ -18,16 +18,17 @@ import sys
 from absl import app, flags
 
 import fptflite  # noqa: F401  (selects tf_keras before TensorFlow loads)
-from fptflite.data.coco import load_instances
+from fptflite.data import datasets
+from fptflite.evaluation import parity
 from fptflite.tasks import trainer
-from fptflite.tflite import convert as convert_lib
+from fptflite.tasks.calibration import calibration_crops_for
 from fptflite.tflite import debug, parity_gate
 
 _MODEL = flags.DEFINE_string("model", None, "Float training dir or float .keras file.")
 _OUT = flags.DEFINE_string("out_dir", None, "Output folder.")
 _FLOAT_LAYERS = flags.DEFINE_integer("float_layers", 0, "Keep this many worst layers in float "
                                      "and compare the mixed file with full int8 (0: no).")
-_NUM_CALIB = flags.DEFINE_integer("num_calibration", convert_lib.DEFAULT_NUM_CALIBRATION,
+_NUM_CALIB = flags.DEFINE_integer("num_calibration", datasets.DEFAULT_NUM_CALIBRATION,
                                   "Calibration / debug crops.")
 _CALIB_ANN = flags.DEFINE_string("calib_ann_file", None, "Calibration annotations (default: "
                                  "the training set of --model's config).")
@@ -40,13 +41,18 @@ _TOP = flags.DEFINE_integer("top", 5, "Worst layers to print.")
 flags.mark_flags_as_required(["model", "out_dir"])
 
 
-def _data_paths() -> dict:
-    paths = {"train_ann": _CALIB_ANN.value, "train_images": _CALIB_IMG.value,
-             "val_ann": _ANN.value, "val_images": _IMAGES.value}
-    if os.path.isdir(_MODEL.value):
-        cfg_paths = trainer.load_config(_MODEL.value).data.paths()
-        paths = {k: v or cfg_paths[k] for k, v in paths.items()}
-    return paths
+def _val_split(model_arg: str, input_size) -> tuple[list, str]:
+    """Validation persons and their annotation file: the flags, else the run's val split."""
+    h, w = input_size
+    if _ANN.value or _IMAGES.value:
+        if not (_ANN.value and _IMAGES.value):
+            raise app.UsageError("give both --ann_file and --image_dir")
+        return datasets.load_file(_ANN.value, _IMAGES.value, w / h)[0], _ANN.value
+    if not os.path.isdir(model_arg):
+        raise app.UsageError("--float_layers needs --ann_file and --image_dir (or a "
+                             "training dir)")
+    data = trainer.load_config(model_arg).data
+    return datasets.load_split(data, "val", w / h)[0], data.paths()["val_ann"]
 
 
 def main(argv):
@@ -54,26 +60,20 @@ def main(argv):
     path = trainer.best_export(_MODEL.value) if os.path.isdir(_MODEL.value) else _MODEL.value
     model = parity_gate.load_float_reference(path)
     h, w = (int(d) for d in model.input_shape[1:3])
-    paths = _data_paths()
-    if not paths["train_ann"] or not paths["train_images"]:
-        raise app.UsageError("give --calib_ann_file and --calib_image_dir (or a training dir)")
-    instances, _ = load_instances(paths["train_ann"], paths["train_images"], w / h)
-    crops = convert_lib.calibration_crops(instances, (h, w), _NUM_CALIB.value)
+    crops = calibration_crops_for(_MODEL.value, _CALIB_ANN.value, _CALIB_IMG.value, (h, w),
+                                  _NUM_CALIB.value)
     rows, debugger = debug.report(model, crops, _OUT.value, path)
     print(debug.format_worst(rows, _TOP.value))
     print(f"written: {os.path.join(_OUT.value, 'layer_stats.csv')}, "
           f"{os.path.join(_OUT.value, 'layer_stats.png')}")
     if _FLOAT_LAYERS.value:
-        if not paths["val_ann"] or not paths["val_images"]:
-            raise app.UsageError("--float_layers needs --ann_file and --image_dir (or a "
-                                 "training dir)")
+        val, val_ann = _val_split(_MODEL.value, (h, w))
         files = debug.write_mixed_models(debugger, rows, _FLOAT_LAYERS.value, _OUT.value,
                                          model.name)
-        val, _ = load_instances(paths["val_ann"], paths["val_images"], w / h)
-        table = debug.compare_mixed({"int8": files["int8"],
-                                     f"int8 + {_FLOAT_LAYERS.value} float": files["mixed"]},
-                                    model, val, paths["val_ann"], _OUT.value, _THREADS.value)
-        print(debug.format_mixed(table))
+        table = parity.compare_mixed({"int8": files["int8"],
+                                      f"int8 + {_FLOAT_LAYERS.value} float": files["mixed"]},
+                                     model, val, val_ann, _OUT.value, _THREADS.value)
+        print(parity.format_mixed(table))
     return 0
 
 

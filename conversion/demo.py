@@ -23,7 +23,8 @@ _DATA = flags.DEFINE_string("data_dir", None, "Dataset dir (default OUT_DIR/data
 _SET = flags.DEFINE_multi_string("set", [], "Config overrides key=value.")
 _DEFAULTS = main_job.MainJobOptions(out_dir="")
 _QAT_EPOCHS = flags.DEFINE_integer("qat_epochs", _DEFAULTS.qat_epochs,
-                                   "QAT epochs (default chosen by measurement, see README).")
+                                   "QAT epochs (default chosen by measurement, see "
+                                   "docs/quantization.md).")
 _QAT_LR = flags.DEFINE_float("qat_learning_rate", _DEFAULTS.qat_learning_rate,
                              "QAT peak learning rate (default chosen by measurement).")
 _MAX_DROP = flags.DEFINE_float("max_ap_drop", _DEFAULTS.max_ap_drop,

@@ -1,4 +1,5 @@
-"""COCO evaluation of a .tflite with the LiteRT interpreter, optionally against its float model.
+"""Evaluation of a .tflite with the LiteRT interpreter (COCO AP or MPII PCKh, by the annotation
+file), optionally against its float model.
 
     python -m conversion.evaluate_tflite --tflite=FILE --ann_file=... --image_dir=... \
         [--det_file=...] [--num_threads=2] [--compare_to=FLOAT_MODEL] --out_dir=DIR
@@ -22,18 +23,19 @@ import time
 from absl import app, flags
 
 import fptflite  # noqa: F401  (selects tf_keras before TensorFlow loads)
-from fptflite.data.coco import load_instances
-from fptflite.evaluation import bootstrap, coco_eval, parity
-from fptflite.evaluation import defaults as eval_defaults
-from fptflite.tasks import trainer
+from fptflite.data import datasets
+from fptflite.evaluation import bootstrap, metrics, parity
+from fptflite.tasks import eval_settings, trainer
 from fptflite.tflite import parity_gate
 from fptflite.tflite.runner import TFLitePredictor
 
 _TFLITE = flags.DEFINE_string("tflite", None, "The .tflite file.")
-_ANN = flags.DEFINE_string("ann_file", None, "COCO person keypoints JSON.")
+_ANN = flags.DEFINE_string("ann_file", None, "COCO person keypoints JSON or MPII JSON list.")
 _IMAGES = flags.DEFINE_string("image_dir", None, "Folder of the images.")
 _DET = flags.DEFINE_string("det_file", None, "Person detections JSON (else GT boxes).")
 _DET_THR = flags.DEFINE_float("det_score_threshold", 0.0, "Minimum detection score.")
+_HEAD_MAT = flags.DEFINE_string("head_boxes_mat", None, "MPII: gt_valid.mat with head boxes "
+                                "(default: the records' head_box fields).")
 _THREADS = flags.DEFINE_integer("num_threads", None, "Interpreter threads (default: all).")
 _COMPARE = flags.DEFINE_string("compare_to", None, "Float model (.keras or training dir).")
 _FLIP = flags.DEFINE_bool("flip_test", None, "Average with the flipped image's heatmaps "
@@ -45,8 +47,8 @@ _BATCH = flags.DEFINE_integer("batch_size", None, "Crops per interpreter call (d
 _OUT = flags.DEFINE_string("out_dir", None, "Results go here.")
 _MAX_DROP = flags.DEFINE_float(
     "max_ap_drop", parity_gate.DEFAULT_MAX_AP_DROP_POINTS,
-    "With --compare_to: exit non-zero when the .tflite's AP is more than this many AP points "
-    "below the float model's (negative: demand a gain).")
+    "With --compare_to: exit non-zero when the .tflite's AP (MPII: mean PCKh) is more than "
+    "this many points below the float model's (negative: demand a gain).")
 flags.mark_flags_as_required(["tflite", "ann_file", "image_dir", "out_dir"])
 
 
@@ -55,21 +57,43 @@ def _print_rate(num_crops: int, seconds: float, what: str = "TFLite") -> None:
           f"{num_crops / max(seconds, 1e-9):.1f} crops/s (prediction, decoding and COCOeval)")
 
 
+def _load(input_size) -> tuple[list, str, object]:
+    """The persons of --ann_file (COCO or MPII, by the file), their reader and metric."""
+    h, w = input_size
+    reader = datasets.file_reader(_ANN.value)
+    instances, report = datasets.load_file(
+        _ANN.value, _IMAGES.value, w / h, reader, det_file=_DET.value,
+        det_score_threshold=_DET_THR.value, head_boxes_mat=_HEAD_MAT.value)
+    print(f"{len(instances)} persons ({report.summary()}), {reader} annotations")
+    return instances, reader, metrics.get_metric(reader)
+
+
+def _print_difference(reader: str, rep: dict) -> None:
+    """The paired-bootstrap interval of the AP difference (COCO: over images)."""
+    if reader != "coco":
+        print("(no bootstrap interval: it resamples COCO images; PCKh compares the same "
+              "persons directly)")
+        return
+    tables = bootstrap.load_match_tables(
+        _ANN.value, {"tflite": rep["results_file"], "float": rep["float_results_file"]})
+    print(bootstrap.format_difference(
+        "tflite", "float", bootstrap.paired_ap_difference(tables["tflite"], tables["float"])))
+
+
 def main(argv):
     del argv
     predictor = TFLitePredictor(_TFLITE.value, num_threads=_THREADS.value)
     h, w = predictor.input_size
-    instances, report = load_instances(_ANN.value, _IMAGES.value, w / h, det_file=_DET.value,
-                                       det_score_threshold=_DET_THR.value)
-    settings = eval_defaults.resolve(_FLIP.value, _DECODE.value, _BATCH.value,
+    instances, reader, metric = _load((h, w))
+    settings = eval_settings.resolve(_FLIP.value, _DECODE.value, _BATCH.value,
                                      [_COMPARE.value, _TFLITE.value], _TFLITE.value)
-    print(f"{len(instances)} persons ({report.summary()}); decode {settings.decode}, flip test "
-          f"{settings.flip_test}, batch {settings.batch_size} (flags, else {settings.source})")
+    print(f"decode {settings.decode}, flip test {settings.flip_test}, batch "
+          f"{settings.batch_size} (flags, else {settings.source})")
     t0 = time.perf_counter()
     if not _COMPARE.value:
-        stats, _ = coco_eval.evaluate(predictor, instances, _ANN.value, (h, w), _OUT.value,
-                                      settings.batch_size, settings.flip_test, settings.decode)
-        print(coco_eval.format_stats(stats, f"{_TFLITE.value}: {report.summary()}"))
+        stats, _ = metric.evaluate(predictor, instances, _ANN.value, (h, w), _OUT.value,
+                                   settings.batch_size, settings.flip_test, settings.decode)
+        print(metric.format_stats(stats, f"{_TFLITE.value}"))
         _print_rate(len(instances), time.perf_counter() - t0)
         return 0
     path = trainer.best_export(_COMPARE.value) if os.path.isdir(_COMPARE.value) \
@@ -79,20 +103,17 @@ def main(argv):
     t0 = time.perf_counter()
     rep = parity.evaluate_against_float(_TFLITE.value, float_model, instances, _ANN.value,
                                         _OUT.value, _THREADS.value, settings.batch_size,
-                                        settings.flip_test, settings.decode)
+                                        settings.flip_test, settings.decode, metric=metric)
     _print_rate(len(instances), time.perf_counter() - t0, "float + TFLite on each crop")
-    print(coco_eval.format_stats(rep["float_stats"], f"float model {path}"))
-    print(coco_eval.format_stats(rep["stats"], f"{_TFLITE.value}"))
+    print(metric.format_stats(rep["float_stats"], f"float model {path}"))
+    print(metric.format_stats(rep["stats"], f"{_TFLITE.value}"))
     print(parity.format_parity({os.path.basename(_TFLITE.value): rep}))
-    tables = bootstrap.load_match_tables(
-        _ANN.value, {"tflite": rep["results_file"], "float": rep["float_results_file"]})
-    print(bootstrap.format_difference(
-        "tflite", "float", bootstrap.paired_ap_difference(tables["tflite"], tables["float"])))
+    _print_difference(reader, rep)
     print(f"parity report: {os.path.join(_OUT.value, 'parity.json')}, plot: "
           f"{os.path.join(_OUT.value, 'parity.png')}")
     try:
         print(parity_gate.check_ap_drop(rep["reference_ap"], rep["candidate_ap"],
-                                        _MAX_DROP.value, _TFLITE.value, path))
+                                        _MAX_DROP.value, _TFLITE.value, path, metric.name))
     except parity_gate.ParityError as e:
         print(e, file=sys.stderr)
         return 1

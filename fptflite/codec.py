@@ -13,6 +13,7 @@ u = x / stride mapping; ``flip_heatmaps(shift=True)`` reproduces it for such mod
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,6 +21,7 @@ import numpy as np
 from fptflite.keypoints import flip_permutation
 
 DECODE_METHODS = ("argmax", "quarter", "dark")
+HEATMAP_STRIDE = 4  # heatmaps are always at stride 4 of the input crop
 
 
 def crop_to_heatmap(xy: np.ndarray, stride: float) -> np.ndarray:
@@ -30,6 +32,29 @@ def crop_to_heatmap(xy: np.ndarray, stride: float) -> np.ndarray:
 def heatmap_to_crop(uv: np.ndarray, stride: float) -> np.ndarray:
     """Heatmap-pixel coordinates -> crop-pixel coordinates (any shape [..., 2])."""
     return (np.asarray(uv, dtype=np.float64) + 0.5) * stride - 0.5
+
+
+def mean_target_logit(sigma: float, heatmap_hw: Sequence[int]) -> float:
+    """Logit of the mean value of one keypoint's Gaussian target heatmap.
+
+    A Gaussian of standard deviation ``sigma`` (heatmap pixels, peak 1) sums to about
+    2 pi sigma^2 over the plane, so its mean over an [H, W] heatmap is p = 2 pi sigma^2 /
+    (H * W) (sigma 2 at 64x48: 25.1 / 3072 = 0.0082, logit -4.80). A sigmoid output whose
+    bias starts at logit(p) starts at the mean target instead of p = 0.5 everywhere.
+
+    Args:
+        sigma: the target Gaussian's standard deviation in heatmap pixels.
+        heatmap_hw: (H, W) of the heatmap.
+
+    Raises:
+        ValueError: sigma <= 0, or a Gaussian that does not fit the heatmap (p >= 1).
+    """
+    h, w = (int(v) for v in heatmap_hw)
+    p = 2.0 * math.pi * sigma**2 / (h * w)
+    if sigma <= 0 or not 0.0 < p < 1.0:
+        raise ValueError(f"no mean target logit for sigma {sigma} on a {h}x{w} heatmap: "
+                         f"the mean target {p:.3g} is not in (0, 1)")
+    return math.log(p / (1.0 - p))
 
 
 def encode_keypoints(
@@ -237,6 +262,7 @@ def encode_keypoints_tf(keypoints, heatmap_size: Sequence[int], stride: float,
     Returns:
         targets [H, W, K] float32 and weights [K] float32, equal to the numpy version.
     """
+    # lazy: TensorFlow only for the tf.data twin; the numpy codec stays importable without it
     import tensorflow as tf
 
     h, w = (int(v) for v in heatmap_size)

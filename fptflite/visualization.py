@@ -66,18 +66,19 @@ def skeleton_grid(instances, coords: np.ndarray, scores: np.ndarray, path: str,
 
 def parity_plot(reports: dict[str, dict], path: str) -> str:
     """Bar chart of per-keypoint pixel error of each candidate vs the float model."""
+    # lazy: matplotlib (and its Agg backend choice) only when a picture is drawn
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after matplotlib.use, as pyplot requires
 
-    names = list(COCO_KEYPOINT_NAMES)
+    names = list(next(iter(reports.values()))["per_keypoint_error_px"])  # COCO's or MPII's
     fig, ax = plt.subplots(figsize=(11, 4.2))
     width = 0.8 / max(len(reports), 1)
     for n, (label, rep) in enumerate(reports.items()):
         vals = [rep["per_keypoint_error_px"][k] for k in names]
         ax.bar(np.arange(len(names)) + n * width, vals, width,
-               label=f"{label} (AP {100 * rep['candidate_ap']:.1f} vs float "
+               label=f"{label} ({rep.get('metric', 'AP')} {100 * rep['candidate_ap']:.1f} vs float "
                      f"{100 * rep['reference_ap']:.1f})")
     ax.set_xticks(np.arange(len(names)) + width * (len(reports) - 1) / 2)
     ax.set_xticklabels(names, rotation=45, ha="right")

@@ -215,14 +215,14 @@ def test_oracle_refuses_detections(coco_sample):
 
 
 def test_corrupt_image_during_calibration_names_file_and_record(synthetic_data, tmp_path):
-    from fptflite.tflite import convert as convert_lib
+    from fptflite.data import datasets
 
     inst, _ = coco.load_instances(synthetic_data["val_ann"], synthetic_data["val_images"], 0.75)
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not an image at all")
     inst[-1].image_path = str(bad)
     with pytest.raises(coco.DataError, match=rf"broken.jpg.*annotation {inst[-1].ann_id}"):
-        convert_lib.calibration_crops(inst, (64, 48), num=len(inst))
+        datasets.calibration_crops(inst, (64, 48), num=len(inst))
 
 
 def test_eval_settings_come_from_the_model_config(tmp_path):
@@ -230,7 +230,7 @@ def test_eval_settings_come_from_the_model_config(tmp_path):
     (model dir, or the folder of a model file); else TrainConfig's defaults."""
     import dataclasses
 
-    from fptflite.evaluation import defaults
+    from fptflite.tasks import eval_settings as defaults
     from fptflite.tasks.configs import TrainConfig
 
     run = tmp_path / "run"

@@ -66,7 +66,7 @@ def _break_head_weight_scales(src: str, dst: str) -> None:
 def test_main_job_end_to_end(fit_data, tmp_path):
     from fptflite.data.coco import load_instances
     from fptflite.evaluation import parity
-    from fptflite.models.io import load_model
+    from fptflite.quantization.model_io import load_model
     from fptflite.tflite import parity_gate
 
     out = tmp_path / "demo"

@@ -6,9 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from fptflite.data import mpii, synthetic_mpii
+from fptflite.data import datasets, mpii
 from fptflite.data.coco import DataError
-from fptflite.evaluation import coco_eval
+from fptflite.data.datasets import DataConfig
+from fptflite.evaluation import coco_eval, metrics
 from fptflite.evaluation import mpii as mpii_eval
 from fptflite.keypoints import (
     MPII_FLIP_PAIRS,
@@ -16,7 +17,6 @@ from fptflite.keypoints import (
     MPII_PCKH_GROUPS,
     flip_permutation,
 )
-from fptflite.tasks import datasets
 
 J = {n: i for i, n in enumerate(MPII_KEYPOINT_NAMES)}
 
@@ -105,7 +105,7 @@ def test_reads_real_sample(mpii_sample):
         assert inst.head_box is None
     with pytest.raises(ValueError, match="5 have none: record 0"):
         mpii_eval.instance_head_sizes(instances)
-    assert datasets.file_kind(ann) == "mpii"
+    assert datasets.file_reader(ann) == "mpii"
 
 
 def test_head_boxes_from_mat_file(mpii_sample, tmp_path):
@@ -180,10 +180,10 @@ def test_joints_outside_image_missing_head_box_and_bad_images(tmp_path):
 
 
 def test_synthetic_mpii_oracle_scores_perfect_pckh(tmp_path):
-    paths = synthetic_mpii.generate_dataset(str(tmp_path), 4, 6, seed=1)
-    instances, report = datasets.load_split(
-        type("D", (), {"layout": "synthetic_mpii", "skip_invalid": False,
-                       "det_score_threshold": 0.0})(), paths, "val", 1.0)
+    data = DataConfig(layout="synthetic_mpii", data_dir=str(tmp_path), synthetic_num_train=4,
+                      synthetic_num_val=6, synthetic_seed=1)
+    paths = datasets.ensure_data(data)
+    instances, report = datasets.load_split(data, "val", 1.0)
     assert report.kept >= 6
     kps = np.stack([i.keypoints for i in instances])
     # The mapping: head top above the upper neck (figures are mostly upright), thorax midway
@@ -195,18 +195,19 @@ def test_synthetic_mpii_oracle_scores_perfect_pckh(tmp_path):
             np.testing.assert_allclose(
                 k[J["thorax"], :2], k[[J["left_shoulder"], J["right_shoulder"]], :2].mean(0),
                 atol=0.02)
-    stats = datasets.evaluate("mpii", coco_eval.oracle_predictor(instances, (128, 128)),
-                              instances, paths["val_ann"], (128, 128), progress=False)
+    metric = metrics.get_metric(data.dataset.metric)
+    stats, _ = metric.evaluate(coco_eval.oracle_predictor(instances, (128, 128)), instances,
+                               paths["val_ann"], (128, 128), progress=False)
     assert stats["mean"] == 1.0 and stats["mean@0.1"] > 0.97
-    assert "head | shoulder" in datasets.format_stats(stats)
-    assert datasets.primary_metric(stats) == 1.0
+    assert "head | shoulder" in metric.format_stats(stats, "")
+    assert metric.value(stats) == 1.0 and metric.name == "PCKh"
 
 
 @pytest.mark.slow
 def test_trainer_trains_and_scores_mpii(tmp_path):
     """The trainer reads the MPII layout, keeps the best by mean PCKh and writes PCKh stats;
-    training.evaluate's path (tasks.datasets) reproduces the final numbers from the export."""
-    from fptflite.models.io import load_model
+    the registry's metric reproduces the final numbers from the export."""
+    from fptflite.quantization.model_io import load_model
     from fptflite.tasks import configs, trainer
 
     cfg = configs.apply_overrides(configs.get_config("mpii_demo"), [
@@ -219,9 +220,10 @@ def test_trainer_trains_and_scores_mpii(tmp_path):
     with open(tmp_path / "model" / "final_metrics.json") as f:
         assert json.load(f)["best_AP"] == pytest.approx(result.stats["mean"])
     paths = cfg.data.paths()
-    val, _ = datasets.load_split(cfg.data, paths, "val", 1.0)
+    val, _ = datasets.load_split(cfg.data, "val", 1.0)
     model = load_model(str(tmp_path / "model" / "final.keras"))
-    again = datasets.evaluate("mpii", coco_eval.keras_predictor(model), val, paths["val_ann"],
-                              cfg.input_size, progress=False)
+    again, _ = metrics.get_metric("mpii").evaluate(
+        coco_eval.keras_predictor(model), val, paths["val_ann"], cfg.input_size,
+        progress=False)
     for k, v in result.stats.items():
         assert again[k] == pytest.approx(v, nan_ok=True), k

@@ -11,8 +11,10 @@ import tensorflow as tf
 import tf_keras as keras
 
 from fptflite import quantization
+from fptflite.evaluation import fidelity
 from fptflite.models import build_model
-from fptflite.tflite import convert, debug, divergence, fidelity, parity_gate
+from fptflite.quantization import biases, calibration, scheme
+from fptflite.tflite import convert, debug, divergence, litert, parity_gate
 from fptflite.tflite.runner import TFLitePredictor
 
 SIZE = (64, 64)
@@ -67,7 +69,7 @@ def test_depthwise_kernels_are_per_channel(tiny):
 def test_depthwise_quantizer_matches_reference_fake_quant():
     kernel = np.random.default_rng(3).normal(size=(3, 3, 5, 1)).astype(np.float32)
     layer = keras.layers.Layer()
-    q = quantization.DepthwisePerChannelQuantizer()
+    q = scheme.DepthwisePerChannelQuantizer()
     weights = q.build(kernel.shape, "k", layer)
     got = q(tf.constant(kernel), True, weights).numpy()
     step = np.abs(kernel).max(axis=(0, 1, 3)) / 127  # symmetric, narrow range, per channel
@@ -87,8 +89,8 @@ def _logistic_input_quantization(path):
     """(scale, zero point) of the int8 tensor the file's LOGISTIC takes."""
     interp = TFLitePredictor(path).interpreter
     details = {d["index"]: d for d in interp.get_tensor_details()}
-    (op,) = [op for op in interp._get_ops_details() if op["op_name"] == "LOGISTIC"]
-    scale, zero = details[op["inputs"][0]]["quantization"]
+    (op,) = [op for op in litert.list_ops(path) if op.name == "LOGISTIC"]
+    scale, zero = details[op.inputs[0]]["quantization"]
     return scale, zero
 
 
@@ -101,7 +103,7 @@ def test_sigmoid_logits_are_clipped_to_where_logistic_output_changes(tiny):
         for nudge in (-0.05, 0.05):  # the fake-quant's ends move by at most half a step
             assert min(round(256 / (1 + math.exp(-(limit + nudge)))), 255) == steps
     layer = _layer(tiny["qat"], "head_conv")
-    assert isinstance(layer.quantize_config, quantization.SigmoidLogitConvQuantizeConfig)
+    assert isinstance(layer.quantize_config, scheme.SigmoidLogitConvQuantizeConfig)
     lo, hi = _var(layer, "post_activation_min"), _var(layer, "post_activation_max")
     assert lo < lo_lim - 1 and hi > hi_lim + 1  # the calibrated logits reach past both limits
     scale, zero = _logistic_input_quantization(tiny["files"]["int8_qat"])
@@ -231,12 +233,10 @@ def test_ulp_sensitivity_is_the_model_against_itself_one_ulp_away(tiny):
 
 
 def test_uniform_bias_survives_int8_qat_conversion(tiny):
-    from ai_edge_litert.interpreter import Interpreter
-
-    interp = Interpreter(model_path=tiny["files"]["int8_qat"])
+    interp = litert.load_interpreter(tiny["files"]["int8_qat"])
     tensors = {t["index"]: t for t in interp.get_tensor_details()}
-    convs = [op for op in interp._get_ops_details() if op["op_name"] == "CONV_2D"]
-    bias_t = tensors[convs[-1]["inputs"][2]]
+    convs = [op for op in litert.list_ops(tiny["files"]["int8_qat"]) if op.name == "CONV_2D"]
+    bias_t = tensors[convs[-1].inputs[2]]
     bias = interp.get_tensor(bias_t["index"]) * bias_t["quantization_parameters"]["scales"]
     np.testing.assert_allclose(bias, -1.0, atol=1e-3)  # the Keras bias, every channel
     # ... and the Keras QAT model adds exactly the file's bias (moved onto its int32 grid).
@@ -249,10 +249,10 @@ def _file_bias(path, layer_name):
     """Dequantized bias [C] and its int32 step [C] of the file's conv writing ``layer_name``."""
     interp = TFLitePredictor(path).interpreter
     tensors = {t["index"]: t for t in interp.get_tensor_details()}
-    (op,) = [op for op in interp._get_ops_details()
-             if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D")
-             and f"/quant_{layer_name}/" in tensors[op["outputs"][0]]["name"]]
-    bias_t = tensors[op["inputs"][2]]
+    (op,) = [op for op in litert.list_ops(path)
+             if op.name in ("CONV_2D", "DEPTHWISE_CONV_2D")
+             and f"/quant_{layer_name}/" in tensors[op.outputs[0]]["name"]]
+    bias_t = tensors[op.inputs[2]]
     step = bias_t["quantization_parameters"]["scales"]
     return interp.get_tensor(bias_t["index"]) * step, step
 
@@ -393,8 +393,7 @@ def test_debug_report_and_mixed_file(tiny):
     files = debug.write_mixed_models(debugger, rows, 3, out, "tiny")
     ops = {}
     for label, path in files.items():
-        interp = TFLitePredictor(path).interpreter
-        ops[label] = [op["op_name"] for op in interp._get_ops_details()]
+        ops[label] = [op.name for op in litert.list_ops(path)]
     assert ops["mixed"].count("DEQUANTIZE") > ops["int8"].count("DEQUANTIZE")
     ref = tiny["float"](tiny["eval"][:8]).numpy()
     errs = {k: np.abs(TFLitePredictor(p)(tiny["eval"][:8]) - ref).mean()
@@ -448,14 +447,15 @@ def test_collapsed_ranges_keep_int32_biases_and_fidelity(tiny, tmp_path, monkeyp
         _var(qat.get_layer("quant_neck_relu"), "output_max")
     w_scale = _var(layer, "kernel_max") / 127
     steps = -4.8 / ((in_hi - in_lo) / 255 * w_scale[untrained])
-    np.testing.assert_allclose(steps, -quantization.BIAS_INT32_HEADROOM
-                               * quantization.INT32_MAX, rtol=1e-5)
+    np.testing.assert_allclose(steps, -biases.BIAS_INT32_HEADROOM
+                               * biases.INT32_MAX, rtol=1e-5)
     assert np.all(w_scale[~untrained] == np.abs(layer.layer.kernel.numpy()[..., ~untrained])
                   .max(axis=(0, 1, 2)) / 127)  # channels that fit keep their own range
 
     # Without the fit the converter saturates those biases: the audit names the layer and
     # the file no longer follows its Keras QAT model.
-    monkeypatch.setattr(quantization, "fit_biases_to_int32", lambda qat: [])
+    monkeypatch.setattr(quantization, "fit_biases_to_int32", lambda qat: [])  # convert's
+    monkeypatch.setattr(calibration, "fit_biases_to_int32", lambda qat: [])  # calibration's
     quantization.calibrate_ranges(qat, model, tiny["calib"])  # kernel ranges back to max |w|
     broken = str(tmp_path / "broken.tflite")
     with open(broken, "wb") as f:

@@ -8,7 +8,9 @@ import pytest
 import tf_keras as keras
 
 from fptflite import quantization
+from fptflite.data import datasets
 from fptflite.models import build_model
+from fptflite.quantization import scheme
 from fptflite.tflite import audit, convert, metadata
 from fptflite.tflite.export import export_formats
 from fptflite.tflite.runner import TFLitePredictor
@@ -26,7 +28,7 @@ def models():
     images = rng.uniform(0, 255, (24, *SIZE, 3)).astype(np.float32)
     for _ in range(10):  # settle BN statistics so the model is not degenerate
         float_model(images, training=True)
-    # A random head predicts the prior (~0.008) everywhere, below one int8 step (1/256):
+    # A random head predicts the prior (the mean target) everywhere, a constant map:
     # give the logits a trained model's spread so the heatmaps use the whole [0, 1] range.
     head = float_model.get_layer("head_conv")
     kernel, bias = head.get_weights()
@@ -48,7 +50,7 @@ def exported(models, tmp_path_factory):
 
 
 def test_quantize_configs_serialize():
-    for cls in (quantization.PassThroughQuantizeConfig, quantization.OutputQuantizeConfig):
+    for cls in (scheme.PassThroughQuantizeConfig, scheme.OutputQuantizeConfig):
         clone = keras.utils.deserialize_keras_object(keras.utils.serialize_keras_object(cls()))
         assert isinstance(clone, cls)
 
@@ -66,7 +68,7 @@ def test_qat_carries_float_weights_and_detects_tampering(models):
 
 
 def test_qat_h5_round_trip(models, tmp_path):
-    from fptflite.models.io import load_model
+    from fptflite.quantization.model_io import load_model
     _, qat, images = models
     path = str(tmp_path / "qat.h5")
     qat.save(path)
@@ -161,7 +163,7 @@ def test_bad_inputs(models, exported, tmp_path):
     with pytest.raises(ValueError, match="calibration set is empty"):
         convert.convert(float_model, "int8_ptq", images[:0])
     with pytest.raises(ValueError, match="calibration set is empty"):
-        convert.calibration_crops([], SIZE, 10)
+        datasets.calibration_crops([], SIZE, 10)
 
 
 def test_training_model_checks_init_from(tmp_path, models, synthetic_data):

@@ -127,7 +127,7 @@ def test_two_workers_train_3_epochs_from_tfrecords(shards, synthetic_data, tmp_p
     import tensorflow as tf
     import tf_keras as keras
 
-    from fptflite.models.io import load_model
+    from fptflite.quantization.model_io import load_model
     from fptflite.tasks import configs, trainer
 
     inst, out, _ = shards

@@ -19,10 +19,10 @@ import sys
 from absl import app, flags
 
 import fptflite  # noqa: F401  (selects tf_keras before TensorFlow loads)
-from fptflite.evaluation import coco_eval
-from fptflite.evaluation import defaults as eval_defaults
-from fptflite.models.io import load_model
-from fptflite.tasks import datasets, trainer
+from fptflite.data import datasets
+from fptflite.evaluation import coco_eval, metrics
+from fptflite.quantization.model_io import load_model
+from fptflite.tasks import eval_settings, trainer
 from fptflite.utils.cli import parse_hw
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Training dir: uses its best export.")
@@ -84,24 +84,25 @@ def main(argv):
             raise ValueError(f"--input_size {_INPUT.value} does not match the model's "
                              f"{input_size[0]}x{input_size[1]} input ({path})")
         predictor = coco_eval.keras_predictor(model)
-    cfg, _ = eval_defaults.find_config(_MODEL_DIR.value or _WEIGHTS.value)
+    cfg, _ = eval_settings.find_config(_MODEL_DIR.value or _WEIGHTS.value)
     data = _data_flags(cfg)
     if _PREDICTOR.value == "oracle" and _FLIP.value:
         raise app.UsageError("the oracle answers from the labels, not the pixels: no flip test")
     flip = False if _PREDICTOR.value == "oracle" else _FLIP.value
-    settings = eval_defaults.resolve(flip, _DECODE.value, _BATCH.value,
+    settings = eval_settings.resolve(flip, _DECODE.value, _BATCH.value,
                                      [_MODEL_DIR.value or _WEIGHTS.value])
-    kind = datasets.file_kind(data["ann"]) if _DATASET.value == "auto" else _DATASET.value
-    instances, report = datasets.load_instances(
-        kind, data["ann"], data["images"], input_size[1] / input_size[0], det_file=data["det"],
+    kind = datasets.file_reader(data["ann"]) if _DATASET.value == "auto" else _DATASET.value
+    instances, report = datasets.load_file(
+        data["ann"], data["images"], input_size[1] / input_size[0], kind, det_file=data["det"],
         det_score_threshold=data["det_thr"], head_boxes_mat=_HEAD_MAT.value,
         skip_invalid=data["skip_invalid"])
+    metric = metrics.get_metric(kind)
     if predictor is None:
         predictor = coco_eval.oracle_predictor(instances, input_size)
-    stats = datasets.evaluate(kind, predictor, instances, data["ann"], input_size, _OUT.value,
-                              settings.batch_size, settings.flip_test, settings.decode)
+    stats, _ = metric.evaluate(predictor, instances, data["ann"], input_size, _OUT.value,
+                               settings.batch_size, settings.flip_test, settings.decode)
     flip = "flip test" if settings.flip_test else "no flip test"
-    print(datasets.format_stats(stats, f"{kind}, {_PREDICTOR.value}, {settings.decode}, "
+    print(metric.format_stats(stats, f"{kind}, {_PREDICTOR.value}, {settings.decode}, "
                                 f"{flip} (from flags, else {settings.source}), "
                                 f"{len(instances)} persons ({report.summary()})"))
     return 0

@@ -13,7 +13,7 @@ import sys
 from absl import app, flags
 
 import fptflite  # noqa: F401  (selects tf_keras before TensorFlow loads)
-from fptflite.data import coco, tfrecords
+from fptflite.data import datasets, tfrecords
 from fptflite.tasks import configs, trainer
 from fptflite.utils.cli import parse_hw
 
@@ -40,10 +40,8 @@ def main(argv):
         ann, images, size = _ANN.value, _IMAGES.value, parse_hw(_INPUT.value)
     else:
         raise app.UsageError("give --config (and --data_dir) or --ann_file and --image_dir")
-    instances, report = coco.load_instances(ann, images, size[1] / size[0], training=True,
-                                            skip_invalid=_SKIP.value)
-    if _SKIP.value:
-        instances = coco.drop_unreadable_images(instances, report)
+    instances, report = datasets.load_file(ann, images, size[1] / size[0], training=True,
+                                           skip_invalid=_SKIP.value)
     index = tfrecords.write_shards(instances, _OUT.value, "train", size, _SHARDS.value)
     print(f"{index['num_records']} persons in {len(index['shards'])} shards in {_OUT.value} "
           f"({report.summary()})")

@@ -138,7 +138,7 @@ def load_head_boxes_mat(path: str, num_records: int) -> np.ndarray:
         [N, 2, 2] ((x1, y1), (x2, y2)) in 0-based pixels.
     """
     try:
-        from scipy.io import loadmat
+        from scipy.io import loadmat  # optional: the "mpii" extra, only for gt_valid.mat
     except ImportError as e:  # scipy is an optional dependency: pip install fptflite[mpii]
         raise ImportError(f"reading {path} needs scipy (pip install 'fptflite[mpii]')") from e
     if not os.path.isfile(path):
@@ -218,6 +218,16 @@ def load_mpii(
         raise DataError(f"no usable person records in {ann_file}")
     logging.info("%s: %s", ann_file, report.summary())
     return instances, report
+
+
+def check_head_boxes(instances) -> None:
+    """Raises ``DataError`` naming the records without a head box (PCKh needs one each)."""
+    bad = [inst for inst in instances if inst.head_box is None]
+    if bad:
+        names = ", ".join(f"record {inst.ann_id} ({inst.image_path})" for inst in bad[:5])
+        raise DataError(f"PCKh needs a head box for every record; {len(bad)} have none: "
+                        f"{names}{', ...' if len(bad) > 5 else ''} (add 'head_box' to the "
+                        "JSON or give the gt_valid.mat file)")
 
 
 def is_mpii_file(ann_file: str) -> bool:

@@ -11,15 +11,16 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from fptflite import codec
-from fptflite.data.coco import PersonInstance
+from fptflite.codec import HEATMAP_STRIDE
+from fptflite.data import tfrecords
+from fptflite.data.coco import PersonInstance, find_unreadable_image
 from fptflite.keypoints import flip_permutation, upper_body_for
-from fptflite.models.zoo import HEATMAP_STRIDE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,6 +285,27 @@ def eval_dataset(
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+def iterate_eval_crops(dataset, instances: Sequence[PersonInstance], batch_size: int,
+                       indices: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, ...]]:
+    """Yields numpy (images [B, H, W, 3], indices [B]) from ``eval_dataset(instances,
+    input_size, batch_size, indices)``; an image file that cannot be read or decoded raises
+    ``DataError`` naming the file, the image id and the annotation (or detection box)."""
+    order = np.arange(len(instances)) if indices is None else np.asarray(indices)
+    it = iter(dataset)
+    batch = 0
+    while True:
+        try:
+            images, idx = next(it)
+        except StopIteration:
+            return
+        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
+            # Prefetching may surface the error a batch early or late: look around it.
+            lo, hi = max(batch - 1, 0) * batch_size, (batch + 2) * batch_size
+            raise find_unreadable_image(instances, order[lo:hi], e) from e
+        yield images.numpy(), idx.numpy()
+        batch += 1
+
+
 def tfrecord_steps_per_epoch(index: dict, batch_size: int, num_shards: int = 1,
                              replicas_per_shard: int = 1) -> int:
     """Optimizer steps per epoch from ``training.prepare_coco`` shards (see
@@ -320,6 +342,25 @@ def tfrecord_epoch_plan(index: dict, batch_size: int, epoch: int, seed: int = 0,
     return plan
 
 
+def _keyed_records(tfrecord_dir: str, plan: list, file_ids: dict[str, int], epoch: int
+                   ) -> tf.data.Dataset:
+    """The records an epoch's plan deals, each with a key unique per (epoch, file, record)
+    that seeds its augmentation."""
+    def read(path, file_id, skip, take):
+        base = (epoch * 100_000 + file_id) * 10_000_000
+        records = tf.data.TFRecordDataset(path).skip(skip).take(take)
+        return tf.data.Dataset.zip((tf.data.Dataset.range(skip, skip + take), records)).map(
+            lambda pos, record: (base + pos, record))
+
+    pieces = tf.data.Dataset.from_tensor_slices((
+        [os.path.join(tfrecord_dir, f) for f, _, _ in plan],
+        np.array([file_ids[f] for f, _, _ in plan], np.int64),
+        np.array([s for _, s, _ in plan], np.int64),
+        np.array([t for _, _, t in plan], np.int64)))
+    return pieces.interleave(read, cycle_length=max(1, min(4, len(plan))),
+                             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
 def tfrecord_train_dataset(
     tfrecord_dir: str,
     input_size: Sequence[int],
@@ -350,8 +391,6 @@ def tfrecord_train_dataset(
         As ``train_dataset``; with ``with_ids`` the last element is [B, 2] int64 (image id,
         annotation id) of each record.
     """
-    from fptflite.data import tfrecords
-
     index = tfrecords.read_index(tfrecord_dir, prefix)
     names = sorted(index["shards"])
     file_ids = {n: i for i, n in enumerate(names)}
@@ -359,12 +398,6 @@ def tfrecord_train_dataset(
     expected = steps * replicas_per_shard * batch_size
     flip_perm = tf.constant(flip_permutation(num_keypoints))
     size = tuple(input_size)
-
-    def read(path, file_id, skip, take, e):
-        base = (e * 100_000 + file_id) * 10_000_000  # unique per (epoch, file, record)
-        records = tf.data.TFRecordDataset(path).skip(skip).take(take)
-        return tf.data.Dataset.zip((tf.data.Dataset.range(skip, skip + take), records)).map(
-            lambda pos, record: (base + pos, record))
 
     def example(key, record):
         contents, center, box, kps, ids = tfrecords.parse_record(record, num_keypoints,
@@ -377,14 +410,7 @@ def tfrecord_train_dataset(
     for e in range(epoch, epoch + num_epochs):
         plan = tfrecord_epoch_plan(index, batch_size, e, seed, num_shards, shard_index,
                                    replicas_per_shard)
-        pieces = tf.data.Dataset.from_tensor_slices((
-            [os.path.join(tfrecord_dir, f) for f, _, _ in plan],
-            np.array([file_ids[f] for f, _, _ in plan], np.int64),
-            np.array([s for _, s, _ in plan], np.int64),
-            np.array([t for _, _, t in plan], np.int64)))
-        ds = pieces.interleave(lambda f, i, s, t, e=e: read(f, i, s, t, e),
-                               cycle_length=max(1, min(4, len(plan))),
-                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = _keyed_records(tfrecord_dir, plan, file_ids, e)
         ds = ds.apply(tf.data.experimental.assert_cardinality(expected))
         ds = ds.shuffle(shuffle_buffer, seed=seed * 100003 + e, reshuffle_each_iteration=False)
         if e == epoch and skip_batches:

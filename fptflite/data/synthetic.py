@@ -23,6 +23,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from absl import app, flags
 
 from fptflite.keypoints import COCO_KEYPOINT_NAMES, NUM_KEYPOINTS, PERSON_CATEGORY
 from fptflite.utils.io import write_bytes_atomic, write_json_atomic
@@ -250,18 +251,23 @@ def generate_split(out_dir: str, split: str, num_images: int, seed: int,
     }
 
 
-def generate_dataset(out_dir: str, num_train: int, num_val: int, seed: int = 0,
-                     progress: bool = True) -> dict[str, Any]:
-    """Generates the whole dataset; returns the paths a training/eval run needs."""
-    train = generate_split(out_dir, "train", num_train, seed, 1, progress)
-    val = generate_split(out_dir, "val", num_val, seed, 1_000_001, progress)
-    paths = {
+def dataset_paths(out_dir: str) -> dict[str, str]:
+    """Where ``generate_dataset`` writes (the ``synthetic`` data layout)."""
+    return {
         "train_ann": os.path.join(out_dir, "annotations", "person_keypoints_train.json"),
         "val_ann": os.path.join(out_dir, "annotations", "person_keypoints_val.json"),
         "train_images": os.path.join(out_dir, "images", "train"),
         "val_images": os.path.join(out_dir, "images", "val"),
         "val_det": os.path.join(out_dir, "person_detections_val.json"),
     }
+
+
+def generate_dataset(out_dir: str, num_train: int, num_val: int, seed: int = 0,
+                     progress: bool = True) -> dict[str, Any]:
+    """Generates the whole dataset; returns the paths a training/eval run needs."""
+    train = generate_split(out_dir, "train", num_train, seed, 1, progress)
+    val = generate_split(out_dir, "val", num_val, seed, 1_000_001, progress)
+    paths = dataset_paths(out_dir)
     write_json_atomic(paths["train_ann"], train, indent=None)
     write_json_atomic(paths["val_ann"], val, indent=None)
     dets = _detections(np.random.default_rng([seed, 2]), val["images"], val["annotations"])
@@ -279,8 +285,6 @@ def is_complete(out_dir: str) -> bool:
 
 def run_cli(generate: Callable[[str, int, int, int], dict]) -> None:
     """The command line of a synthetic generator: ``--out_dir --num_train --num_val --seed``."""
-    from absl import app, flags
-
     out_dir = flags.DEFINE_string("out_dir", None, "Output folder.", required=True)
     num_train = flags.DEFINE_integer("num_train", 1200, "Training images.")
     num_val = flags.DEFINE_integer("num_val", 150, "Validation images.")

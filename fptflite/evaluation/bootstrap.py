@@ -23,6 +23,9 @@ import io
 from collections.abc import Mapping
 
 import numpy as np
+from pycocotools.cocoeval import COCOeval
+
+from fptflite.data.coco import load_coco, read_json
 
 DEFAULT_NUM_RESAMPLES = 1000
 DEFAULT_CONFIDENCE = 0.95
@@ -60,8 +63,6 @@ def match_table(coco_gt, results: list[dict]) -> MatchTable:
     Raises:
         ValueError: no results, or annotations with more than one category.
     """
-    from pycocotools.cocoeval import COCOeval
-
     if not results:
         raise ValueError("no results to match: AP of an empty result set has no bootstrap")
     with contextlib.redirect_stdout(io.StringIO()):
@@ -104,8 +105,6 @@ def match_table(coco_gt, results: list[dict]) -> MatchTable:
 def load_match_tables(ann_file: str, result_files: Mapping[str, str]) -> dict[str, MatchTable]:
     """Match tables of several COCO result files (as written by ``coco_eval.write_results``)
     against one annotation file, keyed like ``result_files``."""
-    from fptflite.data.coco import load_coco, read_json
-
     coco_gt = load_coco(ann_file)
     tables = {}
     for name, path in result_files.items():

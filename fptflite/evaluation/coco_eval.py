@@ -12,13 +12,16 @@ import contextlib
 import io
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
+import tensorflow as tf
+from pycocotools.cocoeval import COCOeval
 
 from fptflite import codec
 from fptflite.data import geometry
-from fptflite.data.coco import PersonInstance, find_unreadable_image, load_coco
+from fptflite.data.coco import PersonInstance, load_coco
+from fptflite.data.pipeline import eval_dataset, iterate_eval_crops
 from fptflite.evaluation import postprocess
 from fptflite.utils.io import atomic_path, write_json_atomic
 from fptflite.utils.progress import ProgressCounter
@@ -102,8 +105,6 @@ def predict_many(
         name -> {"coords" [N, K, 2] in image pixels, "crop_coords" [N, K, 2] in crop pixels,
         "scores" [N, K]}.
     """
-    from fptflite.data.pipeline import eval_dataset
-
     n = len(instances)
     stores = {name: KeypointStore(n) for name in predictors}
     counter = ProgressCounter(n, "evaluating", enabled=progress)
@@ -119,29 +120,6 @@ def predict_many(
             on_batch(idx, heatmaps)
         counter.update(len(idx))
     return {name: s.result(instances, input_size) for name, s in stores.items()}
-
-
-def iterate_eval_crops(dataset, instances: Sequence[PersonInstance], batch_size: int,
-                       indices: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, ...]]:
-    """Yields numpy (images [B, H, W, 3], indices [B]) from ``eval_dataset(instances,
-    input_size, batch_size, indices)``; an image file that cannot be read or decoded raises
-    ``DataError`` naming the file, the image id and the annotation (or detection box)."""
-    import tensorflow as tf
-
-    order = np.arange(len(instances)) if indices is None else np.asarray(indices)
-    it = iter(dataset)
-    batch = 0
-    while True:
-        try:
-            images, idx = next(it)
-        except StopIteration:
-            return
-        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
-            # Prefetching may surface the error a batch early or late: look around it.
-            lo, hi = max(batch - 1, 0) * batch_size, (batch + 2) * batch_size
-            raise find_unreadable_image(instances, order[lo:hi], e) from e
-        yield images.numpy(), idx.numpy()
-        batch += 1
 
 
 def predict_instances(
@@ -204,8 +182,6 @@ def write_results(path: str, results: list[dict]) -> None:
 
 def run_cocoeval(ann_file: str, results: list[dict]) -> dict[str, float]:
     """COCOeval keypoint stats for ``results`` (a list in COCO results format)."""
-    from pycocotools.cocoeval import COCOeval
-
     coco_gt = load_coco(ann_file)
     if not results:
         return {k: 0.0 for k in STAT_NAMES}
@@ -266,8 +242,6 @@ def evaluate(
 
 def keras_predictor(model) -> Predictor:
     """Predictor that runs a Keras model (compiled once as a tf.function)."""
-    import tensorflow as tf
-
     fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
     return lambda images, indices: fn(tf.constant(images)).numpy()
 

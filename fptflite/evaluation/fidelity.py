@@ -7,17 +7,23 @@ trained against what ships. For the other formats the reference is the float mod
 
 from __future__ import annotations
 
-import numpy as np
-import tf_keras as keras
+import os
 
-from fptflite.codec import decode_heatmaps
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+from absl import logging
+
+from fptflite.codec import HEATMAP_STRIDE, decode_heatmaps
 from fptflite.evaluation import bootstrap
 from fptflite.evaluation.parity import heatmap_correlation
 from fptflite.models.batch_norm import batch_norm_layers
-from fptflite.models.zoo import HEATMAP_STRIDE
+from fptflite.quantization import quantize_scope
 from fptflite.tflite import divergence
+from fptflite.tflite.runner import TFLitePredictor
+from fptflite.utils.io import write_json_atomic
 
-# What "the simulation is the file" means (issue 7): on the same eval crops.
+# What "the simulation is the file" means: on the same eval crops.
 MIN_HEATMAP_CORRELATION = 0.999
 MAX_MEAN_KEYPOINT_SHIFT_PX = 0.1
 DEFAULT_NUM_FIDELITY_CROPS = 64
@@ -164,10 +170,6 @@ def xla_sensitivity(model: keras.Model, crops: np.ndarray, reference: np.ndarray
     Returns:
         {"heatmap_correlation", "mean_keypoint_shift_px", "identical_pixel_fraction"}.
     """
-    import tensorflow as tf
-
-    from fptflite.quantization import quantize_scope
-
     # Traced on a copy: tfmot's wrappers leave the traced (symbolic) fake-quantized kernels
     # on the layers they wrap, which would break later eager use of ``model``.
     with quantize_scope():
@@ -203,8 +205,6 @@ def model_fidelity(model: keras.Model, tflite_path: str, crops: np.ndarray,
     Raises:
         ValueError: no crops, or the file's input size differs from the model's.
     """
-    from fptflite.tflite.runner import TFLitePredictor
-
     if len(crops) == 0:
         raise ValueError("the fidelity check needs at least one eval crop")
     size = tuple(int(d) for d in model.input_shape[1:3])
@@ -271,3 +271,29 @@ def format_fidelity(label: str, report: dict) -> str:
                  "summation-order change: against its file, pass or fail lies within its own "
                  "float32 rounding noise")
     return text
+
+
+def check_qat_file(model: keras.Model, tflite_path: str, crops: np.ndarray,
+                   num_threads: int | None = None) -> dict:
+    """``model_fidelity`` of an int8_qat file against the Keras QAT model it came from, printed
+    and written to ``NAME.fidelity.json`` beside the file; a failure is logged loudly (with
+    whether the model's own rounding noise explains it).
+
+    Args:
+        crops: eval crops [N, H, W, 3] (``DEFAULT_NUM_FIDELITY_CROPS`` of them by custom).
+
+    Returns:
+        The fidelity report.
+    """
+    fid = model_fidelity(model, tflite_path, crops, num_threads)
+    sidecar = os.path.splitext(tflite_path)[0] + ".fidelity.json"
+    write_json_atomic(sidecar, fid)
+    print(format_fidelity("Keras QAT model vs " + os.path.basename(tflite_path), fid),
+          flush=True)
+    if not fid["passed"]:
+        logging.warning("%s differs from its Keras QAT model beyond the fidelity thresholds "
+                        "(see %s)%s", tflite_path, sidecar,
+                        "; the model fails them against itself after a 1-ulp change of its BN "
+                        "variances or under XLA, so this measures the model's amplification "
+                        "of rounding, not the simulation" if fid["limited_by_rounding"] else "")
+    return fid

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from fptflite.data.coco import PersonInstance
-from fptflite.data.mpii import head_sizes
+from fptflite.data.mpii import check_head_boxes, head_sizes
+from fptflite.evaluation import coco_eval
 from fptflite.keypoints import MPII_NUM_KEYPOINTS, MPII_PCKH_EXCLUDED, MPII_PCKH_GROUPS
 from fptflite.utils.io import write_json_atomic
 
@@ -94,15 +95,9 @@ def format_pckh(stats: dict[str, float], title: str = "") -> str:
 
 
 def instance_head_sizes(instances: Sequence[PersonInstance]) -> np.ndarray:
-    """[N] head sizes of the instances' head boxes; raises naming the records that have
-    none."""
-    bad = [i for i, inst in enumerate(instances) if inst.head_box is None]
-    if bad:
-        names = ", ".join(f"record {instances[i].ann_id} ({instances[i].image_path})"
-                          for i in bad[:5])
-        raise ValueError(f"PCKh needs a head box for every record; {len(bad)} have none: "
-                         f"{names}{', ...' if len(bad) > 5 else ''} (add 'head_box' to the "
-                         "JSON or give the gt_valid.mat file)")
+    """[N] head sizes of the instances' head boxes; raises ``DataError`` naming the records
+    that have none."""
+    check_head_boxes(instances)
     return head_sizes(np.stack([inst.head_box for inst in instances]))
 
 
@@ -131,8 +126,6 @@ def evaluate(predictor, instances: Sequence[PersonInstance], input_size: Sequenc
     Returns:
         (stats keyed by ``PCKH_NAMES``, predictions from ``coco_eval.predict_instances``).
     """
-    from fptflite.evaluation import coco_eval
-
     instance_head_sizes(instances)  # fail before predicting
     pred = coco_eval.predict_instances(predictor, instances, input_size, batch_size, flip_test,
                                        decode, progress)

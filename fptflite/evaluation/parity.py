@@ -1,4 +1,8 @@
-"""Float vs TFLite parity: AP delta, per-keypoint pixel error and heatmap correlation.
+"""Float vs TFLite parity: metric delta, per-keypoint pixel error and heatmap correlation.
+
+The metric is the dataset's (``fptflite.evaluation.metrics``): COCO keypoint AP or MPII mean
+PCKh@0.5; the report keeps the keys ``reference_ap`` / ``candidate_ap`` / ``ap_delta_points``
+for both and names the metric in ``metric``.
 
 The float model and every compared file run on each batch of crops in one pass; the heatmap
 correlations are accumulated batch by batch, so memory does not grow with the number of
@@ -7,11 +11,18 @@ boxes beyond the decoded keypoints, and the float model runs once however many f
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import numpy as np
+import tf_keras as keras
 
-from fptflite.keypoints import COCO_KEYPOINT_NAMES
+from fptflite import visualization
+from fptflite.evaluation import coco_eval
+from fptflite.evaluation.metrics import Metric, get_metric
+from fptflite.tflite import benchmark
+from fptflite.tflite.runner import TFLitePredictor
+from fptflite.utils.io import write_json_atomic
 
 Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
 REFERENCE = "reference"
@@ -54,13 +65,14 @@ class StreamingCorrelation:
 
 
 def parity_report(reference: dict, candidate: dict, reference_stats: dict,
-                  candidate_stats: dict, names=COCO_KEYPOINT_NAMES,
+                  candidate_stats: dict, metric: Metric | None = None,
                   correlation: float | None = None) -> dict:
     """Compares two ``predict_instances`` outputs made on the same crops.
 
     Args:
         reference, candidate: predictions with "crop_coords" [N, K, 2].
-        reference_stats, candidate_stats: COCOeval stats of each.
+        reference_stats, candidate_stats: the metric's stats of each.
+        metric: the metric (default COCO keypoint AP).
         correlation: mean heatmap correlation (from ``StreamingCorrelation``), if measured.
 
     Returns:
@@ -68,16 +80,20 @@ def parity_report(reference: dict, candidate: dict, reference_stats: dict,
         "ap_delta_points"), per-keypoint mean crop-pixel error between the two models'
         predictions, its mean and median, and the mean heatmap correlation.
     """
+    metric = metric or get_metric("coco")
+    ref, cand = metric.value(reference_stats), metric.value(candidate_stats)
     err = np.linalg.norm(candidate["crop_coords"] - reference["crop_coords"], axis=-1)
     per_kp = err.mean(axis=0)
     out = {
-        "reference_ap": reference_stats["AP"],
-        "candidate_ap": candidate_stats["AP"],
-        "ap_delta": candidate_stats["AP"] - reference_stats["AP"],
-        "ap_delta_points": 100.0 * (candidate_stats["AP"] - reference_stats["AP"]),
+        "metric": metric.name,
+        "reference_ap": ref,
+        "candidate_ap": cand,
+        "ap_delta": cand - ref,
+        "ap_delta_points": 100.0 * (cand - ref),
         "mean_keypoint_error_px": float(err.mean()),
         "median_keypoint_error_px": float(np.median(err)),
-        "per_keypoint_error_px": {n: float(v) for n, v in zip(names, per_kp, strict=True)},
+        "per_keypoint_error_px": {n: float(v) for n, v in zip(metric.keypoint_names, per_kp,
+                                                              strict=True)},
         "num_instances": int(err.shape[0]),
     }
     if correlation is not None:
@@ -101,8 +117,6 @@ def compare_predictors(
         (reference predictions, {name: candidate predictions}, {name: mean heatmap
         correlation with the reference}); predictions as from ``predict_instances``.
     """
-    from fptflite.evaluation import coco_eval
-
     if REFERENCE in candidates:
         raise ValueError(f"a candidate may not be called {REFERENCE!r}")
     corr = {name: StreamingCorrelation() for name in candidates}
@@ -128,6 +142,7 @@ def evaluate_files_against_float(
     flip_test: bool = False,
     decode: str = "dark",
     progress: bool = True,
+    metric: Metric | None = None,
 ) -> tuple[tuple[dict, dict, str], dict[str, dict]]:
     """Evaluates .tflite files against their float model in one streaming pass: each batch
     of crops goes through the float model once and through every file (only decoded
@@ -139,8 +154,9 @@ def evaluate_files_against_float(
             and ``parity.png``).
         float_model: the float Keras model the files came from.
         instances: the evaluation instances (``coco.load_instances``).
-        ann_file: their COCO annotation file.
+        ann_file: their annotation file.
         float_dir: where the float model's results go.
+        metric: COCO keypoint AP (default) or MPII PCKh (``metrics.get_metric``).
 
     Returns:
         (float_result, reports): float_result = (stats, predictions, results file);
@@ -148,13 +164,7 @@ def evaluate_files_against_float(
         ("results_file", "float_results_file", for ``bootstrap.load_match_tables``),
         "stats", "float_stats" and "tflite_result" = (stats, predictions, results file).
     """
-    import os
-
-    from fptflite import visualization
-    from fptflite.evaluation import coco_eval
-    from fptflite.tflite.runner import TFLitePredictor
-    from fptflite.utils.io import write_json_atomic
-
+    metric = metric or get_metric("coco")
     if not files:
         raise ValueError("no .tflite file to evaluate against the float model")
     input_size = tuple(int(d) for d in float_model.input_shape[1:3])
@@ -163,14 +173,13 @@ def evaluate_files_against_float(
     ref_pred, cands, corr = compare_predictors(
         coco_eval.keras_predictor(float_model), predictors, instances, input_size,
         batch_size, flip_test, decode, progress)
-    float_result = (coco_eval.score_predictions(instances, ref_pred, ann_file, float_dir),
+    float_result = (metric.score(instances, ref_pred, ann_file, float_dir),
                     ref_pred, os.path.join(float_dir, coco_eval.RESULTS_FILE))
     reports = {}
     for label, (path, out_dir) in files.items():
         pred = cands.pop(label)
-        stats = coco_eval.score_predictions(instances, pred, ann_file, out_dir)
-        report = parity_report(ref_pred, pred, float_result[0], stats,
-                               correlation=corr[label])
+        stats = metric.score(instances, pred, ann_file, out_dir)
+        report = parity_report(ref_pred, pred, float_result[0], stats, metric, corr[label])
         report["tflite"] = path
         report["results_file"] = os.path.join(out_dir, coco_eval.RESULTS_FILE)
         report["float_results_file"] = float_result[2]
@@ -194,6 +203,7 @@ def evaluate_against_float(
     flip_test: bool = False,
     decode: str = "dark",
     progress: bool = True,
+    metric: Metric | None = None,
 ) -> dict:
     """``evaluate_files_against_float`` for one file: its results, ``parity.json`` and
     ``parity.png`` go into ``out_dir``, the float model's results into ``out_dir/float``.
@@ -201,21 +211,57 @@ def evaluate_against_float(
     Returns:
         The file's parity report (see ``evaluate_files_against_float``).
     """
-    import os
-
     label = os.path.basename(tflite_path)
     _, reports = evaluate_files_against_float(
         {label: (tflite_path, out_dir)}, float_model, instances, ann_file,
-        os.path.join(out_dir, "float"), num_threads, batch_size, flip_test, decode, progress)
+        os.path.join(out_dir, "float"), num_threads, batch_size, flip_test, decode, progress,
+        metric)
     return reports[label]
 
 
 def format_parity(rows: dict[str, dict]) -> str:
     """A markdown table: one row per TFLite file against the float model."""
-    lines = ["| model | AP | float AP | delta (points) | mean kp err (px) | heatmap corr |",
-             "|---|---:|---:|---:|---:|---:|"]
+    name = next(iter(rows.values()), {}).get("metric", "AP")
+    lines = [f"| model | {name} | float {name} | delta (points) | mean kp err (px) "
+             "| heatmap corr |", "|---|---:|---:|---:|---:|---:|"]
     for label, r in rows.items():
         lines.append(f"| {label} | {100 * r['candidate_ap']:.1f} | {100 * r['reference_ap']:.1f}"
                      f" | {r['ap_delta_points']:+.2f} | {r['mean_keypoint_error_px']:.2f} | "
                      f"{r.get('heatmap_correlation', float('nan')):.4f} |")
+    return "\n".join(lines)
+
+
+def compare_mixed(paths: dict[str, str], float_model: keras.Model, instances, ann_file: str,
+                  out_dir: str, num_threads: int | None = None, flip_test: bool = False,
+                  decode: str = "dark", latency_runs: int = 30) -> dict[str, dict]:
+    """AP (against the float model, same crops), size and single-image latency of the
+    full-int8 and the mixed file.
+
+    Returns:
+        label -> {"path", "ap", "float_ap", "ap_delta_points", "size_mb", "latency_ms",
+        "heatmap_correlation"}.
+    """
+    _, reports = evaluate_files_against_float(
+        {label: (path, os.path.join(out_dir, "eval", label)) for label, path in paths.items()},
+        float_model, instances, ann_file, os.path.join(out_dir, "eval", "float"), num_threads,
+        32, flip_test, decode)
+    out = {}
+    for label, path in paths.items():
+        rep = reports[label]
+        lat = benchmark.summarize_ms(benchmark.time_tflite(path, num_threads or 1,
+                                                           runs=latency_runs))
+        out[label] = {"path": path, "ap": rep["candidate_ap"], "float_ap": rep["reference_ap"],
+                      "ap_delta_points": rep["ap_delta_points"],
+                      "heatmap_correlation": rep.get("heatmap_correlation"),
+                      "size_mb": os.path.getsize(path) / 1e6, "latency_ms": lat["median_ms"]}
+    return out
+
+
+def format_mixed(rows: dict[str, dict]) -> str:
+    lines = ["| file | AP | float AP | delta (points) | heatmap corr | size (MB) | latency (ms) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for label, r in rows.items():
+        lines.append(f"| {label} | {100 * r['ap']:.1f} | {100 * r['float_ap']:.1f} | "
+                     f"{r['ap_delta_points']:+.2f} | {r['heatmap_correlation']:.4f} | "
+                     f"{r['size_mb']:.2f} | {r['latency_ms']:.2f} |")
     return "\n".join(lines)

@@ -3,7 +3,6 @@
 from fptflite.models.complexity import count_macs, summarize
 from fptflite.models.layers import DepthToSpace, ImageNormalization
 from fptflite.models.zoo import (
-    HEATMAP_STRIDE,
     MODELS,
     build_model,
     get_entry,
@@ -12,7 +11,6 @@ from fptflite.models.zoo import (
 
 __all__ = [
     "DepthToSpace",
-    "HEATMAP_STRIDE",
     "ImageNormalization",
     "MODELS",
     "build_model",

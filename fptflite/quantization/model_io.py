@@ -1,7 +1,7 @@
 """Loading trained models: float ``.keras`` files and QAT ``.h5`` files.
 
 tfmot's QuantizeLayer does not round-trip through the ``.keras`` format, so QAT models are
-saved as legacy H5 and loaded inside ``quantization.quantize_scope()``.
+saved as legacy H5 and loaded inside ``scheme.quantize_scope()``.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 
 import tf_keras as keras
+
+from fptflite.quantization.scheme import quantize_scope
 
 
 def model_file_extension(quantized: bool) -> str:
@@ -21,9 +23,7 @@ def load_model(path: str) -> keras.Model:
         raise FileNotFoundError(f"model file not found: {path}")
     try:
         if path.endswith(".h5"):
-            from fptflite import quantization
-
-            with quantization.quantize_scope():
+            with quantize_scope():
                 return keras.models.load_model(path, compile=False)
         return keras.models.load_model(path, compile=False)
     except (OSError, ValueError, TypeError) as e:

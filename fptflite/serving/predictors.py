@@ -1,4 +1,4 @@
-"""Single-crop keypoint predictors for a .tflite (drop-in or heatmap output) or a Keras model.
+"""Single-crop keypoint predictors for a .tflite (drop-in or heatmap output) or a Keras file.
 
 Every predictor maps one crop [H, W, 3] uint8 RGB to keypoints [K, 2] (x, y) in crop pixels
 (pixel centres at integers) and scores [K]. The .tflite predictors use LiteRT and numpy only:
@@ -11,11 +11,10 @@ import os
 
 import numpy as np
 
-from fptflite.codec import decode_heatmaps, heatmap_to_crop
+from fptflite.codec import HEATMAP_STRIDE, decode_heatmaps, heatmap_to_crop
 from fptflite.keypoints import NUM_KEYPOINTS
-from fptflite.tflite.audit import load_interpreter
-
-HEATMAP_STRIDE = 4  # = fptflite.models.zoo.HEATMAP_STRIDE (that module imports TensorFlow)
+from fptflite.tflite.litert import load_interpreter
+from fptflite.tflite.runner import TFLitePredictor
 
 
 class DropInPredictor:
@@ -62,8 +61,6 @@ def _tflite_predictor(path: str, num_threads: int | None):
     if len(out_shape) == 4 and out_shape[3] == NUM_KEYPOINTS and \
             out_shape[1] * HEATMAP_STRIDE == in_shape[1] and \
             out_shape[2] * HEATMAP_STRIDE == in_shape[2]:
-        from fptflite.tflite.runner import TFLitePredictor
-
         runner = TFLitePredictor(path, num_threads=num_threads)
         return HeatmapPredictor(runner, runner.input_size)
     raise ValueError(
@@ -72,12 +69,11 @@ def _tflite_predictor(path: str, num_threads: int | None):
         f"{NUM_KEYPOINTS}] (heatmaps), got outputs {[list(d['shape']) for d in out]}")
 
 
-def _keras_predictor(path: str):
-    import fptflite  # noqa: F401  (selects tf_keras)
-    from fptflite.models.io import load_model
-    from fptflite.tasks import trainer
+def _keras_predictor(path: str) -> HeatmapPredictor:
+    # Imported here: it imports TensorFlow, which the .tflite predictors must not load.
+    from fptflite.quantization.model_io import load_model
 
-    model = load_model(trainer.best_export(path) if os.path.isdir(path) else path)
+    model = load_model(path)
     h, w = (int(d) for d in model.input_shape[1:3])
 
     def heatmaps(images):
@@ -86,15 +82,31 @@ def _keras_predictor(path: str):
     return HeatmapPredictor(heatmaps, (h, w))
 
 
-def load_predictor(path: str, num_threads: int | None = None):
-    """A predictor for a .tflite file, a .keras/.h5 file or a training dir.
+def load_predictor(path: str, num_threads: int | None = None
+                   ) -> DropInPredictor | HeatmapPredictor:
+    """A predictor for a .tflite file or a .keras/.h5 model file.
+
+    A training dir is not accepted here (resolving it needs the training code): pass its
+    exported model file, or use ``python -m fptflite.predict``, which resolves a training
+    dir to its best export.
+
+    Args:
+        path: a .tflite file (LiteRT; TensorFlow is not imported) or a .keras/.h5 file.
+        num_threads: LiteRT CPU threads (.tflite only).
 
     Raises:
         FileNotFoundError: the path does not exist.
-        ValueError: the file is not a usable pose model (naming the file and the problem).
+        ValueError: a directory, an unknown extension, or a file that is not a usable pose
+            model (naming the file and the problem).
     """
     if not os.path.exists(path):
         raise FileNotFoundError(f"model not found: {path}")
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a directory: pass a .tflite, .keras or .h5 model file, or "
+                         "use `python -m fptflite.predict`, which resolves a training dir to "
+                         "its best export")
     if path.endswith(".tflite"):
         return _tflite_predictor(path, num_threads)
-    return _keras_predictor(path)
+    if path.endswith((".keras", ".h5")):
+        return _keras_predictor(path)
+    raise ValueError(f"{path}: unknown model file type: expected .tflite, .keras or .h5")

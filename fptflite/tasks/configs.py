@@ -4,72 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import types
 import typing
 from typing import Any
 
+from fptflite.data.datasets import DataConfig
 from fptflite.data.pipeline import AugmentConfig
-from fptflite.keypoints import MPII_NUM_KEYPOINTS, NUM_KEYPOINTS
+from fptflite.losses import OUTPUT_ACTIVATIONS, check_loss_name
 from fptflite.models.zoo import get_entry
-
-
-@dataclasses.dataclass
-class DataConfig:
-    """Where the data is. ``layout`` picks file names under ``data_dir``.
-
-    layout "coco": annotations/person_keypoints_{train,val}2017.json, {train,val}2017/,
-    person_detection_results/COCO_val2017_detections_AP_H_56_person.json.
-    layout "synthetic": the fptflite.data.synthetic layout, generated on first use.
-    layout "mpii": SimpleBaseline/HRNet's MPII folder: annot/{train,valid}.json, images/, and
-    annot/gt_valid.mat (validation head boxes; if absent, the JSON's head_box fields).
-    layout "synthetic_mpii": the fptflite.data.synthetic_mpii layout, generated on first use.
-    """
-
-    layout: str = "coco"
-    data_dir: str = ""
-    use_detections: bool = False
-    det_score_threshold: float = 0.0
-    skip_invalid: bool = False
-    tfrecord_dir: str = ""  # train from training.prepare_coco shards instead of image files
-    synthetic_num_train: int = 0
-    synthetic_num_val: int = 0
-    synthetic_seed: int = 0
-
-    def paths(self) -> dict[str, str | None]:
-        d = self.data_dir
-        if not d:
-            raise ValueError("data_dir is not set (give --data_dir)")
-        if self.layout == "coco":
-            p = {"train_ann": "annotations/person_keypoints_train2017.json",
-                 "train_images": "train2017",
-                 "val_ann": "annotations/person_keypoints_val2017.json",
-                 "val_images": "val2017",
-                 "val_det": "person_detection_results/"
-                            "COCO_val2017_detections_AP_H_56_person.json"}
-        elif self.layout == "synthetic":
-            p = {"train_ann": "annotations/person_keypoints_train.json",
-                 "train_images": "images/train",
-                 "val_ann": "annotations/person_keypoints_val.json",
-                 "val_images": "images/val",
-                 "val_det": "person_detections_val.json"}
-        elif self.layout == "mpii":
-            p = {"train_ann": "annot/train.json", "train_images": "images",
-                 "val_ann": "annot/valid.json", "val_images": "images",
-                 "val_head_boxes": "annot/gt_valid.mat"}
-        elif self.layout == "synthetic_mpii":
-            p = {"train_ann": "annotations/mpii_train.json", "train_images": "images/train",
-                 "val_ann": "annotations/mpii_val.json", "val_images": "images/val"}
-        else:
-            raise ValueError(f"unknown data layout {self.layout!r} (coco, synthetic, mpii or "
-                             "synthetic_mpii)")
-        if self.use_detections and "val_det" not in p:
-            raise ValueError(f"layout {self.layout!r} has no person detections; MPII is "
-                             "evaluated on its annotated person boxes")
-        out = {k: os.path.join(d, v) for k, v in p.items()}
-        if not self.use_detections:
-            out["val_det"] = None
-        return out
 
 
 @dataclasses.dataclass
@@ -84,6 +26,9 @@ class TrainConfig:
     bn_momentum: float = 0.99
     backbone_weights: str | None = None
     sigma: float = 2.0
+    # "rce" (sigmoid output, RCE on its logits) or "mse" (linear output); "": the head's
+    # default (rce for FasterPose, mse for SimpleBaseline).
+    loss: str = ""
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
     optimizer: str = "adam"
     learning_rate: float = 1e-3
@@ -109,7 +54,7 @@ class TrainConfig:
         get_entry(self.model)
         if self.epochs < 1 or self.batch_size_per_replica < 1 or self.steps_per_loop < 1:
             raise ValueError("epochs, batch_size_per_replica and steps_per_loop must be >= 1")
-        expected_k = MPII_NUM_KEYPOINTS if "mpii" in self.data.layout else NUM_KEYPOINTS
+        expected_k = self.data.dataset.num_keypoints
         if self.num_keypoints != expected_k:
             raise ValueError(f"data layout {self.data.layout!r} has {expected_k} keypoints, "
                              f"the config says num_keypoints={self.num_keypoints}")
@@ -117,11 +62,23 @@ class TrainConfig:
             raise ValueError(f"lr_schedule must be step or cosine, got {self.lr_schedule!r}")
         if self.optimizer not in ("adam", "adamw"):
             raise ValueError(f"optimizer must be adam or adamw, got {self.optimizer!r}")
+        if self.loss:
+            check_loss_name(self.loss)
         return self
 
     @property
     def head(self) -> str:
         return get_entry(self.model).head
+
+    @property
+    def loss_name(self) -> str:
+        """The loss trained: ``loss``, or the head's default when it is ""."""
+        return self.loss or get_entry(self.model).default_loss
+
+    @property
+    def output_activation(self) -> str:
+        """The model's output: "sigmoid" for RCE, "linear" for MSE."""
+        return OUTPUT_ACTIVATIONS[check_loss_name(self.loss_name)]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -254,7 +211,7 @@ def apply_overrides(cfg: TrainConfig, items: list[str]) -> TrainConfig:
     return cfg
 
 
-# QAT fine-tuning LR relative to the float run's (measured on the demo, issue 7: 1/100 kept
+# QAT fine-tuning LR relative to the float run's (measured on the demo: 1/100 kept
 # the float model's keypoints closer than 1/10: 0.39 vs 0.63 px mean error after conversion).
 QAT_LR_FACTOR = 0.01
 

@@ -15,6 +15,7 @@ import os
 
 from absl import logging
 
+from fptflite.tasks import trainer
 from fptflite.tasks.configs import TrainConfig
 
 
@@ -34,8 +35,6 @@ def find_config(path: str | None) -> tuple[TrainConfig | None, str | None]:
     Returns:
         (config, path of its config.json), or (None, None) where there is none.
     """
-    from fptflite.tasks import trainer
-
     if not path:
         return None, None
     folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))

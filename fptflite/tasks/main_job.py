@@ -12,12 +12,12 @@ import time
 from absl import logging
 
 from fptflite import quantization, visualization
-from fptflite.data.coco import load_instances
+from fptflite.data import datasets
 from fptflite.evaluation import bootstrap, parity
-from fptflite.models.io import load_model, model_file_extension
+from fptflite.evaluation import fidelity as fidelity_lib
+from fptflite.quantization.model_io import load_model, model_file_extension
+from fptflite.serving import android
 from fptflite.tasks import configs, trainer
-from fptflite.tflite import convert as convert_lib
-from fptflite.tflite import fidelity as fidelity_lib
 from fptflite.tflite import parity_gate
 from fptflite.tflite.export import export_formats
 from fptflite.utils.io import atomic_path, write_bytes_atomic, write_json_atomic
@@ -34,82 +34,135 @@ class MainJobOptions:
     config: str = "demo"
     data_dir: str | None = None
     overrides: tuple[str, ...] = ()
-    # Measured on the demo (README, issue 7): calibrated QAT without fine-tuning kept the
+    # Measured on the demo (docs/quantization.md): calibrated QAT without fine-tuning kept the
     # float AP best (+0.03 / -0.01 points on 150 / 600 val images; 1 epoch at 1/100 of the
     # float LR: -0.27 / -0.09; 2 epochs at 1/10: -0.12 / -0.19), so the default is 0 epochs.
     qat_epochs: int = 0
     qat_learning_rate: float | None = None
-    num_calibration: int = convert_lib.DEFAULT_NUM_CALIBRATION
+    num_calibration: int = datasets.DEFAULT_NUM_CALIBRATION
     max_ap_drop: float = parity_gate.DEFAULT_MAX_AP_DROP_POINTS
     num_threads: int | None = None
     android_assets_dir: str | None = None
 
 
-def run(opts: MainJobOptions) -> dict:
-    """Runs (or resumes) every stage; returns the report dict also written to report.json."""
-    t_start = time.time()
-    timings: dict[str, float] = {}
+@dataclasses.dataclass
+class Stages:
+    """Where each stage of a main job writes, and what the stages hand on."""
+
+    cfg: configs.TrainConfig
+    float_dir: str
+    qat_dir: str
+    tflite_dir: str
+    eval_dir: str
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def timed(self, key: str, t0: float) -> None:
+        self.timings[key] = time.time() - t0
+
+
+def prepare(opts: MainJobOptions) -> Stages:
+    """The resolved config (data under ``out_dir/data`` unless given) and the stage dirs."""
     out = opts.out_dir
     cfg = configs.get_config(opts.config)
     data_dir = opts.data_dir or os.path.join(out, "data")
     cfg = configs.apply_overrides(cfg, [f"data.data_dir={data_dir}", *opts.overrides])
-    float_dir, qat_dir = os.path.join(out, "float"), os.path.join(out, "qat")
-    tflite_dir, eval_dir = os.path.join(out, "tflite"), os.path.join(out, "eval")
+    return Stages(cfg, *(os.path.join(out, d) for d in ("float", "qat", "tflite", "eval")))
+
+
+def convert_stage(st: Stages, qat_path: str, opts: MainJobOptions):
+    """Stage 3: the float32, int8_ptq and int8_qat files, audited, with the QAT file's
+    fidelity to its Keras model.
+
+    Returns:
+        (exported files by format, float model, QAT model, calibration crops, val persons).
+    """
+    cfg = st.cfg
+    float_model = load_model(trainer.best_export(st.float_dir))
+    qat_model = load_model(qat_path)
+    h, w = cfg.input_size
+    calib = datasets.split_calibration_crops(cfg.data, cfg.input_size, "train",
+                                             opts.num_calibration)
+    val_instances, _ = datasets.load_split(cfg.data, "val", w / h)
+    fidelity_crops = datasets.calibration_crops(
+        val_instances, cfg.input_size, fidelity_lib.DEFAULT_NUM_FIDELITY_CROPS, seed=1)
+    exported = export_formats(st.tflite_dir, cfg.model, ["float32", "int8_ptq", "int8_qat"],
+                              float_model, qat_model, calib)
+    qat_file = exported["int8_qat"]
+    qat_file["fidelity"] = fidelity_lib.check_qat_file(qat_model, qat_file["path"],
+                                                       fidelity_crops, opts.num_threads)
+    return exported, float_model, qat_model, calib, val_instances
+
+
+def evaluate_stage(st: Stages, exported: dict, float_model, val_instances,
+                   opts: MainJobOptions):
+    """Stage 4: every file against the float model on the same val crops.
+
+    Returns:
+        (float_result, parity reports by format, decoded predictions by format).
+    """
+    cfg = st.cfg
+    float_result, reports = parity.evaluate_files_against_float(
+        {fmt: (exported[fmt]["path"], os.path.join(st.eval_dir, fmt))
+         for fmt in ("float32", "int8_qat", "int8_ptq")},
+        float_model, val_instances, cfg.data.paths()["val_ann"],
+        os.path.join(st.eval_dir, "float"), opts.num_threads, cfg.eval_batch_size,
+        cfg.eval_flip_test, cfg.eval_decode)
+    predictions = {fmt: rep.pop("tflite_result")[1] for fmt, rep in reports.items()}
+    return float_result, reports, predictions
+
+
+def run(opts: MainJobOptions) -> dict:
+    """Runs (or resumes) every stage; returns the report dict also written to report.json."""
+    t_start = t = time.time()
+    st = prepare(opts)
+    cfg = st.cfg
+    datasets.ensure_data(cfg.data)
+    st.timed("data_s", t)
 
     t = time.time()
-    paths = trainer.ensure_data(cfg)
-    timings["data_s"] = time.time() - t
-
-    t = time.time()
-    print(f"== 1/4 float training ({cfg.model}, {cfg.epochs} epochs) -> {float_dir}", flush=True)
-    trainer.train(cfg, float_dir)
-    timings["train_s"] = time.time() - t
+    print(f"== 1/4 float training ({cfg.model}, {cfg.epochs} epochs) -> {st.float_dir}",
+          flush=True)
+    trainer.train(cfg, st.float_dir)
+    st.timed("train_s", t)
 
     t = time.time()
     print(f"== 2/4 quantization-aware training ({opts.qat_epochs} epochs"
           f"{': ranges calibrated, no fine-tuning' if not opts.qat_epochs else ''}) -> "
-          f"{qat_dir}", flush=True)
-    qat_path, qat_lr = train_qat(cfg, trainer.best_export(float_dir), qat_dir, opts)
-    timings["qat_s"] = time.time() - t
+          f"{st.qat_dir}", flush=True)
+    qat_path, qat_lr = train_qat(cfg, trainer.best_export(st.float_dir), st.qat_dir, opts)
+    st.timed("qat_s", t)
 
     t = time.time()
-    print(f"== 3/4 conversion -> {tflite_dir}", flush=True)
-    float_model = load_model(trainer.best_export(float_dir))
-    qat_model = load_model(qat_path)
-    h, w = cfg.input_size
-    train_instances, _ = load_instances(paths["train_ann"], paths["train_images"], w / h)
-    calib = convert_lib.calibration_crops(train_instances, cfg.input_size, opts.num_calibration)
-    val_instances, _ = load_instances(paths["val_ann"], paths["val_images"], w / h,
-                                      det_file=paths["val_det"])
-    fidelity_crops = convert_lib.calibration_crops(
-        val_instances, cfg.input_size, fidelity_lib.DEFAULT_NUM_FIDELITY_CROPS, seed=1)
-    exported = export_formats(tflite_dir, cfg.model, ["float32", "int8_ptq", "int8_qat"],
-                              float_model, qat_model, calib, fidelity_images=fidelity_crops,
-                              num_threads=opts.num_threads)
-    timings["convert_s"] = time.time() - t
+    print(f"== 3/4 conversion -> {st.tflite_dir}", flush=True)
+    exported, float_model, qat_model, calib, val_instances = convert_stage(st, qat_path, opts)
+    st.timed("convert_s", t)
 
     t = time.time()
     print("== 4/4 float vs TFLite evaluation (LiteRT interpreter, CPU)", flush=True)
-    float_result, reports = parity.evaluate_files_against_float(
-        {fmt: (exported[fmt]["path"], os.path.join(eval_dir, fmt))
-         for fmt in ("float32", "int8_qat", "int8_ptq")},
-        float_model, val_instances, paths["val_ann"], os.path.join(eval_dir, "float"),
-        opts.num_threads, cfg.eval_batch_size, cfg.eval_flip_test, cfg.eval_decode)
-    predictions = {fmt: rep.pop("tflite_result")[1] for fmt, rep in reports.items()}
-    timings["evaluate_s"] = time.time() - t
-    timings["total_s"] = time.time() - t_start
+    float_result, reports, predictions = evaluate_stage(st, exported, float_model,
+                                                        val_instances, opts)
+    st.timed("evaluate_s", t)
+    st.timed("total_s", t_start)
 
-    float_stats, float_pred, float_results_file = float_result
-    differences = ap_differences(paths["val_ann"], reports, float_results_file)
-    for d in differences.values():
-        print(bootstrap.format_difference(d["a"], d["b"], d), flush=True)
-    shipped_fmt, reason = choose_int8(reports, differences[QAT_MINUS_PTQ])
-    shipped_path = exported[shipped_fmt]["path"]
-    verdict, passed = parity_verdict(float_stats["AP"], reports[shipped_fmt]["candidate_ap"],
-                                     opts.max_ap_drop, shipped_path)
-    print(f"shipping {shipped_fmt}: {reason}\n{verdict}", flush=True)
-    int8_pred = predictions[shipped_fmt]
-    pictures = {
+    report = build_report(st, opts, exported, float_result, reports, predictions,
+                          val_instances, qat_path, qat_lr)
+    write_json_atomic(os.path.join(opts.out_dir, "report.json"), report)
+    write_bytes_atomic(os.path.join(opts.out_dir, "report.md"),
+                       render_markdown(report).encode())
+    if not report["shipped"]["parity_passed"]:
+        raise parity_gate.ParityError(f"{report['shipped']['verdict']}; nothing shipped "
+                                      f"(report: {os.path.join(opts.out_dir, 'report.md')})")
+    if opts.android_assets_dir:
+        export_android_assets(report, report["shipped"]["format"], float_model, qat_model,
+                              calib, opts.android_assets_dir, st.tflite_dir)
+    logging.info("main job done in %.0f s", st.timings["total_s"])
+    return report
+
+
+def draw_pictures(out: str, val_instances, float_pred: dict, int8_pred: dict,
+                  reports: dict) -> dict[str, str]:
+    """Skeletons of the shipped int8 file and of the float model, and the parity plot."""
+    return {
         "skeletons_int8": visualization.skeleton_grid(
             val_instances, int8_pred["coords"], int8_pred["scores"],
             os.path.join(out, "skeletons_int8.png")),
@@ -117,9 +170,26 @@ def run(opts: MainJobOptions) -> dict:
             val_instances, float_pred["coords"], float_pred["scores"],
             os.path.join(out, "skeletons_float.png")),
         "parity": visualization.parity_plot(
-            {k: reports[k] for k in ("int8_qat", "int8_ptq")}, os.path.join(out, "parity.png")),
+            {k: reports[k] for k in INT8_FORMATS}, os.path.join(out, "parity.png")),
     }
-    report = {
+
+
+def build_report(st: Stages, opts: MainJobOptions, exported: dict, float_result, reports: dict,
+                 predictions: dict, val_instances, qat_path: str, qat_lr: float | None
+                 ) -> dict:
+    """Chooses the shipped int8 file, checks it against the budget, draws the pictures and
+    returns the report dict (report.json)."""
+    cfg = st.cfg
+    float_stats, float_pred, float_results_file = float_result
+    differences = ap_differences(cfg.data.paths()["val_ann"], reports, float_results_file)
+    for d in differences.values():
+        print(bootstrap.format_difference(d["a"], d["b"], d), flush=True)
+    shipped_fmt, reason = choose_int8(reports, differences[QAT_MINUS_PTQ])
+    shipped_path = exported[shipped_fmt]["path"]
+    verdict, passed = parity_verdict(float_stats["AP"], reports[shipped_fmt]["candidate_ap"],
+                                     opts.max_ap_drop, shipped_path)
+    print(f"shipping {shipped_fmt}: {reason}\n{verdict}", flush=True)
+    return {
         "config": opts.config,
         "model": cfg.model,
         "input_size": list(cfg.input_size),
@@ -139,23 +209,14 @@ def run(opts: MainJobOptions) -> dict:
         "tflite": {fmt: {"path": e["path"], "size_bytes": e["audit"]["size_bytes"],
                          "audit_passed": e["audit"]["passed"],
                          "ops": e["audit"]["ops"]} for fmt, e in exported.items()},
-        "float_model": trainer.best_export(float_dir),
+        "float_model": trainer.best_export(st.float_dir),
         "qat_model": qat_path,
         "parity": {k: {kk: vv for kk, vv in v.items() if kk not in ("stats", "float_stats")}
                    for k, v in reports.items()},
-        "pictures": pictures,
-        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "pictures": draw_pictures(opts.out_dir, val_instances, float_pred,
+                                  predictions[shipped_fmt], reports),
+        "timings_s": {k: round(v, 1) for k, v in st.timings.items()},
     }
-    write_json_atomic(os.path.join(out, "report.json"), report)
-    write_bytes_atomic(os.path.join(out, "report.md"), render_markdown(report).encode())
-    if not passed:
-        raise parity_gate.ParityError(f"{verdict}; nothing shipped (report: "
-                                      f"{os.path.join(out, 'report.md')})")
-    if opts.android_assets_dir:
-        export_android_assets(report, shipped_fmt, float_model, qat_model, calib,
-                              opts.android_assets_dir, tflite_dir)
-    logging.info("main job done in %.0f s", timings["total_s"])
-    return report
 
 
 def train_qat(cfg, float_path: str, qat_dir: str, opts: MainJobOptions
@@ -173,7 +234,7 @@ def train_qat(cfg, float_path: str, qat_dir: str, opts: MainJobOptions
     path = os.path.join(qat_dir, "best" + model_file_extension(True))
     if not os.path.isfile(path):
         qat = quantization.quantize(load_model(float_path),
-                                    convert_lib.config_calibration_crops(cfg))
+                                    datasets.split_calibration_crops(cfg.data, cfg.input_size))
         os.makedirs(qat_dir, exist_ok=True)
         with atomic_path(path) as tmp:
             qat.save(tmp)
@@ -299,8 +360,6 @@ def export_android_assets(report: dict, shipped_fmt: str, float_model, qat_model
                           assets_dir: str, work_dir: str) -> dict:
     """Exports the Android drop-in (in-graph decoding) of the shipped int8 body with its model
     card (AP and parity from ``report``) into ``assets_dir``."""
-    from fptflite.serving import android
-
     int8 = shipped_fmt.removeprefix("int8_")
     body = qat_model if int8 == "qat" else float_model
     measured = android.measured_from_report(report, int8)

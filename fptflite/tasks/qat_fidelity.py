@@ -22,13 +22,12 @@ import os
 import numpy as np
 import tf_keras as keras
 
-from fptflite.data.coco import load_instances
+from fptflite.data import datasets
+from fptflite.evaluation import fidelity as fidelity_lib
 from fptflite.models.batch_norm import settle_batch_norm
-from fptflite.models.io import load_model
 from fptflite.models.zoo import build_model
+from fptflite.quantization.model_io import load_model
 from fptflite.tasks import configs, trainer
-from fptflite.tflite import convert as convert_lib
-from fptflite.tflite import fidelity as fidelity_lib
 from fptflite.tflite.export import export_formats
 
 BN_MODES = ("settled", "initial")
@@ -82,10 +81,10 @@ def run_mode(cfg: configs.TrainConfig, mode: str, out_dir: str, train_crops: np.
     trainer.train(qat_cfg, qat_dir)
     qat_model = load_model(trainer.best_export(qat_dir))
     exported = export_formats(os.path.join(out_dir, "tflite"), cfg.model, ["int8_qat"], model,
-                              qat_model, train_crops[:200], progress=False,
-                              fidelity_images=val_crops)
+                              qat_model, train_crops[:200], progress=False)
+    fid = fidelity_lib.check_qat_file(qat_model, exported["int8_qat"]["path"], val_crops)
     return {"mode": mode, "head_input_std": head_std, "heatmap_range_steps": heatmap_steps,
-            "steps": epochs * steps_per_epoch, "fidelity": exported["int8_qat"]["fidelity"]}
+            "steps": epochs * steps_per_epoch, "fidelity": fid}
 
 
 def format_table(rows: list[dict], model: str, lr: float) -> str:
@@ -119,12 +118,11 @@ def run(model_dir: str, out_dir: str, model: str, modes: list[str], steps: int,
     working directory, as the run recorded them). Returns the rows."""
     cfg = configs.apply_overrides(trainer.load_config(model_dir), [f"model={model}"])
     h, w = cfg.input_size
-    paths = cfg.data.paths()
-    train_crops = convert_lib.config_calibration_crops(cfg, NUM_SETTLE_CROPS, seed=5)
-    val_instances, _ = load_instances(paths["val_ann"], paths["val_images"], w / h)
-    val_crops = convert_lib.calibration_crops(
-        val_instances, cfg.input_size, fidelity_lib.DEFAULT_NUM_FIDELITY_CROPS, seed=1)
-    train_persons = len(load_instances(paths["train_ann"], paths["train_images"], w / h)[0])
+    train_crops = datasets.split_calibration_crops(cfg.data, cfg.input_size, "train",
+                                                   NUM_SETTLE_CROPS, seed=5)
+    val_crops = datasets.split_calibration_crops(
+        cfg.data, cfg.input_size, "val", fidelity_lib.DEFAULT_NUM_FIDELITY_CROPS, seed=1)
+    train_persons = len(datasets.load_split(cfg.data, "train", w / h, training=True)[0])
     steps_per_epoch = train_persons // cfg.batch_size_per_replica
     return [run_mode(cfg, mode, os.path.join(out_dir, mode), train_crops, val_crops, steps,
                      steps_per_epoch, learning_rate, seed) for mode in modes]

@@ -8,6 +8,8 @@ uninterrupted run under op determinism (each checkpoint first syncs the replicas
 statistics, see ``sync_replica_local_variables``). Several optimizer steps run per
 ``tf.function`` call (``steps_per_loop``); a call never crosses an epoch end, a checkpoint
 step or the fault-injection step, so the checkpoint and resume semantics do not depend on it.
+Every evaluation is also appended to ``eval_history.json`` (the run's learning curve), which a
+resume trims to what its checkpoint has seen, so each evaluated epoch appears once.
 
 Reading order: ``train`` -> ``Trainer.__init__`` (``load_train_data``, ``_build_state``,
 ``_restore``) -> ``Trainer.run`` -> ``train_epoch`` (``_loop_lengths``, ``_run_loop``) ->
@@ -28,16 +30,16 @@ import tf_keras as keras
 from absl import logging
 
 from fptflite import quantization
-from fptflite.data import coco, pipeline
-from fptflite.evaluation import coco_eval
-from fptflite.losses import loss_for_head
+from fptflite.data import coco, datasets, pipeline
+from fptflite.evaluation import coco_eval, metrics
+from fptflite.losses import loss_for
 from fptflite.models import build_model, heatmap_logits_model
-from fptflite.models.io import load_model, model_file_extension
-from fptflite.tasks import datasets
+from fptflite.quantization.model_io import load_model, model_file_extension
 from fptflite.tasks.configs import TrainConfig, from_dict
 from fptflite.utils.io import atomic_path, write_json_atomic
 
 CONFIG_FILE = "config.json"
+EVAL_HISTORY_FILE = "eval_history.json"
 SUMMARY_EVERY_STEPS = 10
 
 
@@ -55,6 +57,30 @@ def load_config(model_dir: str) -> TrainConfig:
         return from_dict(json.load(f))
 
 
+def read_eval_history(model_dir: str) -> list[dict]:
+    """The evaluations of the training run in ``model_dir``, in epoch order: a list of
+    {"epoch" (epochs trained), "step" (optimizer steps), the metric's stats...}; [] before
+    the first evaluation."""
+    path = os.path.join(model_dir, EVAL_HISTORY_FILE)
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return json.load(f)
+
+
+def merge_evaluation(history: list[dict], entry: dict) -> list[dict]:
+    """``history`` with ``entry`` added. Entries of ``entry``'s epoch or later are dropped:
+    they were written before a kill by a run that then resumed from an earlier checkpoint,
+    and the resumed run's evaluations replace them (no epoch twice, every epoch kept)."""
+    return [h for h in history if h["epoch"] < entry["epoch"]] + [entry]
+
+
+def history_until(history: list[dict], epoch: int) -> list[dict]:
+    """The entries of ``history`` for at most ``epoch`` trained epochs (those a checkpoint of
+    that epoch has seen; later ones came from a run killed before its next checkpoint)."""
+    return [h for h in history if h["epoch"] <= epoch]
+
+
 def best_export(model_dir: str) -> str:
     """Path of the best-AP export of a training dir (raises if training never exported)."""
     path = export_path(model_dir, "best", load_config(model_dir).quantize)
@@ -68,7 +94,8 @@ def build_training_model(cfg: TrainConfig) -> keras.Model:
     """The model a config trains: a zoo model, optionally initialised from float weights and
     wrapped for quantization-aware training (which verifies the weights carried over)."""
     model = build_model(cfg.model, cfg.input_size, cfg.num_keypoints, cfg.backbone_weights,
-                        cfg.feature_stride, cfg.neck_channels, cfg.bn_momentum)
+                        cfg.feature_stride, cfg.neck_channels, cfg.bn_momentum,
+                        cfg.output_activation, cfg.sigma)
     if cfg.init_from:
         source = load_model(cfg.init_from)
         if quantization.is_quantized(source):
@@ -83,10 +110,9 @@ def build_training_model(cfg: TrainConfig) -> keras.Model:
     elif cfg.quantize:
         raise ValueError("quantize=true needs init_from: QAT fine-tunes a trained float model")
     if cfg.quantize:
-        from fptflite.tflite.convert import config_calibration_crops
-
         # Ranges start from the float model's statistics on eval crops (as PTQ calibrates).
-        model = quantization.quantize(model, config_calibration_crops(cfg))
+        model = quantization.quantize(
+            model, datasets.split_calibration_crops(cfg.data, cfg.input_size))
         logging.info("wrapped the model for quantization-aware training; float weights verified")
     return model
 
@@ -161,6 +187,11 @@ def topology(strategy: tf.distribute.Strategy) -> Topology:
 def ensure_data(cfg: TrainConfig) -> dict:
     """Resolves data paths; generates the synthetic set (COCO or MPII) on first use."""
     return datasets.ensure_data(cfg.data)
+
+
+def metric_of(cfg: TrainConfig) -> metrics.Metric:
+    """The metric that scores a config's data (COCO AP or MPII PCKh)."""
+    return metrics.get_metric(cfg.data.dataset.metric)
 
 
 def check_config(cfg: TrainConfig, model_dir: str, is_chief: bool) -> None:
@@ -248,10 +279,10 @@ def evaluate_model(model: keras.Model, cfg: TrainConfig, paths: dict, instances,
                    out_dir: str | None, progress: bool = True):
     """COCO keypoint AP (or MPII PCKh, by the data layout) of ``model`` on the validation
     ``instances`` of ``paths["val_ann"]``."""
-    return datasets.evaluate(
-        datasets.dataset_kind(cfg.data.layout), coco_eval.keras_predictor(model), instances,
-        paths["val_ann"], cfg.input_size, out_dir, cfg.eval_batch_size, cfg.eval_flip_test,
-        cfg.eval_decode, progress)
+    stats, _ = metric_of(cfg).evaluate(
+        coco_eval.keras_predictor(model), instances, paths["val_ann"], cfg.input_size, out_dir,
+        cfg.eval_batch_size, cfg.eval_flip_test, cfg.eval_decode, progress)
+    return stats
 
 
 # --------------------------------------------------------------------------------- data
@@ -282,26 +313,19 @@ def load_train_data(cfg: TrainConfig, topo: Topology) -> TrainData:
     """Loads (and validates) the annotations or the TFRecord index; counts steps per epoch."""
     paths = ensure_data(cfg)
     h, w = cfg.input_size
-    index = None
-    if cfg.data.tfrecord_dir:  # images were validated and cut when the shards were written
-        from fptflite.data import tfrecords
-
-        index = tfrecords.read_index(cfg.data.tfrecord_dir)
-        if index["input_size"] != list(cfg.input_size):
-            raise ValueError(f"{cfg.data.tfrecord_dir} was prepared for input "
-                             f"{index['input_size']}, the config trains at {cfg.input_size}")
-        instances, report = [], coco.LoadReport(kept=index["num_records"])
+    source = datasets.train_source(cfg.data, cfg.input_size)
+    instances, index, report = source.instances, source.tfrecord_index, source.report
+    if index is not None:
         steps = pipeline.tfrecord_steps_per_epoch(index, cfg.batch_size_per_replica,
                                                   topo.num_workers, topo.local_replicas)
     else:
-        instances, report = datasets.load_split(cfg.data, paths, "train", w / h)
         steps = pipeline.steps_per_epoch(len(instances), cfg.batch_size_per_replica,
                                          topo.num_workers, topo.local_replicas)
     global_batch = cfg.batch_size_per_replica * topo.replicas
     if steps < 1:
         raise ValueError(f"{report.kept} training persons are fewer than one global batch of "
                          f"{global_batch}")
-    val_instances, _ = datasets.load_split(cfg.data, paths, "val", w / h)
+    val_instances, _ = datasets.load_split(cfg.data, "val", w / h)
     logging.info("training %s on %d persons (%s): %d replicas on %d workers, global batch %d, "
                  "%d steps/epoch, %d persons dropped per epoch", cfg.model, report.kept,
                  report.summary(), topo.replicas, topo.num_workers, global_batch, steps,
@@ -369,7 +393,7 @@ class Trainer:
         """Model (and its logits view for RCE), optimizer, loss, counters, checkpointing."""
         cfg, topo = self.cfg, self.topo
         keras.utils.set_random_seed(cfg.seed)  # the same initial weights on every worker
-        self.loss_obj = loss_for_head(cfg.head)
+        self.loss_obj = loss_for(cfg.loss_name)
         self.loss_obj.reduction = keras.losses.Reduction.NONE
         with self.strategy.scope():
             self.model = build_training_model(cfg)
@@ -400,6 +424,10 @@ class Trainer:
             self.ckpt.restore(latest).assert_existing_objects_matched()
             logging.info("resumed from %s: epoch %d, step %d of %d", latest, self.epoch,
                          self.step_in_epoch, self.data.steps)
+        history = read_eval_history(self.model_dir)
+        kept = history_until(history, self.epoch)
+        if self.topo.is_chief and kept != history:
+            write_json_atomic(os.path.join(self.model_dir, EVAL_HISTORY_FILE), kept)
 
     def save_checkpoint(self) -> None:
         """Saves the state (every worker takes part); first gives each replica the saved
@@ -540,11 +568,16 @@ class Trainer:
                                     self.data.val_instances,
                                     os.path.join(self.model_dir, "eval") if topo.is_chief
                                     else None, progress=topo.is_chief)
-        print(datasets.format_stats(self.stats, f"val after epoch {self.epoch}"), flush=True)
+        metric = metric_of(self.cfg)
+        print(metric.format_stats(self.stats, f"val after epoch {self.epoch}"), flush=True)
         with self.writer.as_default(step=self.iterations):
             for k, v in self.stats.items():
                 tf.summary.scalar(f"val/{k}", v)
-        score = self._agreed(datasets.primary_metric(self.stats))  # COCO AP or MPII PCKh
+        if topo.is_chief:
+            write_json_atomic(os.path.join(self.model_dir, EVAL_HISTORY_FILE), merge_evaluation(
+                read_eval_history(self.model_dir),
+                {"epoch": self.epoch, "step": self.iterations, **self.stats}))
+        score = self._agreed(metric.value(self.stats))  # COCO AP or MPII PCKh
         if score > float(self.best_ap.numpy()):
             self.best_ap.assign(score)
             logging.info("new best AP/PCKh %.4f: exported %s", score,
@@ -564,15 +597,40 @@ class Trainer:
         return self.epoch == self.cfg.epochs or bool(every and self.epoch % every == 0)
 
     def finish(self) -> TrainResult:
-        """Exports ``final``, writes the metrics; non-chief workers drop their scratch."""
+        """Exports ``final``, writes the metrics (of the last evaluation: this process's, or
+        the history's when the run was killed after it); non-chief workers drop their
+        scratch."""
         self._export("final")
         if self.topo.is_chief:
+            history = read_eval_history(self.model_dir)
+            if not self.stats and history and history[-1]["epoch"] == self.cfg.epochs:
+                self.stats = {k: v for k, v in history[-1].items() if k not in ("epoch", "step")}
             if self.stats:
                 write_json_atomic(os.path.join(self.model_dir, "final_metrics.json"),
                                   {**self.stats, "best_AP": float(self.best_ap.numpy())})
         elif os.path.isdir(self.manager.directory):
             tf.io.gfile.rmtree(self.manager.directory)
         return TrainResult(self.stats, float(self.best_ap.numpy()), self.model)
+
+    def time_steps(self, num_steps: int) -> tuple[float, float]:
+        """Cost probe: one loop call of 1 step (it traces the loop), then one of
+        ``num_steps`` steps, from the current state, without checkpointing. It trains the
+        model: for throwaway trainers (e.g. in a scratch dir) only.
+
+        Returns:
+            (seconds of the first call, tracing included; seconds per step of the second).
+        """
+        num_steps = min(num_steps, self.data.steps - self.step_in_epoch - 1)
+        if num_steps < 1:
+            raise ValueError(f"time_steps needs 2 steps left in the epoch, {self.data.steps} "
+                             f"steps per epoch and {self.step_in_epoch} done")
+        iterator = self._make_iterator()
+        t0 = time.perf_counter()
+        self._run_loop(iterator, self.epoch, self.step_in_epoch, 1)
+        first = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        self._run_loop(iterator, self.epoch, self.step_in_epoch + 1, num_steps)
+        return first, (time.perf_counter() - t0) / num_steps
 
     def run(self) -> TrainResult:
         """Trains the remaining epochs (evaluating and checkpointing after each), exports."""

@@ -7,17 +7,17 @@ with quantize/dequantize only at the edges when a float input or output is asked
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
 from fptflite import quantization
+from fptflite.quantization.model_io import load_model
 
 FORMATS = ("float32", "float16", "int8_ptq", "int8_qat")
 IO_TYPES = {"float32": tf.float32, "uint8": tf.uint8, "int8": tf.int8}
-DEFAULT_NUM_CALIBRATION = 200
 
 
 def representative_dataset(images: np.ndarray) -> Callable[[], Iterable[list[np.ndarray]]]:
@@ -131,63 +131,6 @@ def distinct_uniform_biases(model: keras.Model) -> Iterator[list[str]]:
             var.assign(value)
 
 
-def calibration_crops(instances: Sequence, input_size: Sequence[int],
-                      num: int = DEFAULT_NUM_CALIBRATION, seed: int = 0) -> np.ndarray:
-    """Eval-preprocessed crops (the affine crop only, no augmentation) of ``num`` instances
-    drawn without replacement. Returns [num, H, W, 3] float32."""
-    from fptflite.data.pipeline import eval_dataset
-
-    if num < 1 or not instances:
-        raise ValueError("the calibration set is empty: give at least one person instance")
-    idx = np.sort(np.random.default_rng(seed).permutation(len(instances))[:num])
-    from fptflite.evaluation.coco_eval import iterate_eval_crops
-
-    dataset = eval_dataset(instances, input_size, 32, idx)  # a bad image: DataError naming it
-    crops = [images for images, _ in iterate_eval_crops(dataset, instances, 32, idx)]
-    return np.concatenate(crops)
-
-
-def config_calibration_crops(cfg, num: int = DEFAULT_NUM_CALIBRATION,
-                             seed: int = 0) -> np.ndarray:
-    """Eval-preprocessed crops of a training config's training set (what PTQ calibrates
-    on and what QAT's initial ranges come from). Returns [num, H, W, 3] float32.
-
-    Raises:
-        ValueError: the config has no data dir, or its training set is empty.
-    """
-    from fptflite.data.coco import load_instances
-
-    paths = cfg.data.paths()
-    h, w = cfg.input_size
-    instances, _ = load_instances(paths["train_ann"], paths["train_images"], w / h)
-    if not instances:
-        raise ValueError(f"the calibration set is empty: {paths['train_ann']} has no usable "
-                         "person instances")
-    return calibration_crops(instances, cfg.input_size, num, seed)
-
-
-def calibration_crops_from(ann_file: str | None, image_dir: str | None,
-                           input_size: Sequence[int], num: int = DEFAULT_NUM_CALIBRATION,
-                           cfg=None) -> np.ndarray:
-    """Calibration crops [num, H, W, 3] from the given annotation file and image dir, or,
-    where none is given, from the training set of ``cfg`` (a training dir's config).
-
-    Raises:
-        ValueError: neither files nor a config to take them from.
-    """
-    from fptflite.data.coco import load_instances
-
-    if not ann_file and cfg is not None:
-        paths = cfg.data.paths()
-        ann_file, image_dir = paths["train_ann"], paths["train_images"]
-    if not ann_file or not image_dir:
-        raise ValueError("int8 conversion needs calibration data: give --calib_ann_file and "
-                         "--calib_image_dir, or a training dir as --model")
-    h, w = (int(v) for v in input_size)
-    instances, _ = load_instances(ann_file, image_dir, w / h)
-    return calibration_crops(instances, (h, w), num)
-
-
 def load_for_format(path: str, fmt: str) -> keras.Model:
     """Loads the Keras model a format converts from, checking that it is the right kind.
 
@@ -197,8 +140,6 @@ def load_for_format(path: str, fmt: str) -> keras.Model:
     Raises:
         ValueError: naming ``path`` when it holds the other kind of model.
     """
-    from fptflite.models.io import load_model
-
     model = load_model(path)
     quantized = quantization.is_quantized(model)
     if fmt == "int8_qat" and not quantized:

@@ -116,10 +116,11 @@ def write_csv(rows: Sequence[dict], path: str) -> None:
 
 def plot_worst(rows: Sequence[dict], path: str, num: int = 20) -> str:
     """A horizontal bar chart of the ``num`` worst layers' RMSE / scale (PNG)."""
+    # lazy: matplotlib (and its Agg backend choice) only when a picture is drawn
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after matplotlib.use, as pyplot requires
 
     worst = list(rows[:num])[::-1]
     fig, ax = plt.subplots(figsize=(9, 0.32 * len(worst) + 1.2))
@@ -192,42 +193,3 @@ def report(model: keras.Model, crops: np.ndarray, out_dir: str, model_path: str 
     write_csv(rows, os.path.join(out_dir, "layer_stats.csv"))
     plot_worst(rows, os.path.join(out_dir, "layer_stats.png"), num_plot)
     return rows, debugger
-
-
-def compare_mixed(paths: dict[str, str], float_model: keras.Model, instances, ann_file: str,
-                  out_dir: str, num_threads: int | None = None, flip_test: bool = False,
-                  decode: str = "dark", latency_runs: int = 30) -> dict[str, dict]:
-    """AP (against the float model, same crops), size and single-image latency of the
-    full-int8 and the mixed file.
-
-    Returns:
-        label -> {"path", "ap", "float_ap", "ap_delta_points", "size_mb", "latency_ms",
-        "heatmap_correlation"}.
-    """
-    from fptflite.evaluation import parity
-    from fptflite.tflite import benchmark
-
-    _, reports = parity.evaluate_files_against_float(
-        {label: (path, os.path.join(out_dir, "eval", label)) for label, path in paths.items()},
-        float_model, instances, ann_file, os.path.join(out_dir, "eval", "float"), num_threads,
-        32, flip_test, decode)
-    out = {}
-    for label, path in paths.items():
-        rep = reports[label]
-        lat = benchmark.summarize_ms(benchmark.time_tflite(path, num_threads or 1,
-                                                           runs=latency_runs))
-        out[label] = {"path": path, "ap": rep["candidate_ap"], "float_ap": rep["reference_ap"],
-                      "ap_delta_points": rep["ap_delta_points"],
-                      "heatmap_correlation": rep.get("heatmap_correlation"),
-                      "size_mb": os.path.getsize(path) / 1e6, "latency_ms": lat["median_ms"]}
-    return out
-
-
-def format_mixed(rows: dict[str, dict]) -> str:
-    lines = ["| file | AP | float AP | delta (points) | heatmap corr | size (MB) | latency (ms) |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    for label, r in rows.items():
-        lines.append(f"| {label} | {100 * r['ap']:.1f} | {100 * r['float_ap']:.1f} | "
-                     f"{r['ap_delta_points']:+.2f} | {r['heatmap_correlation']:.4f} | "
-                     f"{r['size_mb']:.2f} | {r['latency_ms']:.2f} |")
-    return "\n".join(lines)

@@ -7,11 +7,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import tf_keras as keras
-from absl import logging
 
 from fptflite.tflite import audit as audit_lib
 from fptflite.tflite import convert as convert_lib
-from fptflite.tflite import fidelity as fidelity_lib
 from fptflite.tflite import metadata as metadata_lib
 from fptflite.utils.io import write_bytes_atomic, write_json_atomic
 from fptflite.utils.progress import ProgressCounter
@@ -27,19 +25,15 @@ def export_formats(
     input_type: str = "uint8",
     output_type: str = "uint8",
     progress: bool = True,
-    fidelity_images: np.ndarray | None = None,
-    num_threads: int | None = None,
 ) -> dict[str, dict]:
     """Converts, writes (atomically) and audits each format.
 
     Writes ``{name}_{fmt}.tflite``, its sidecar ``{name}_{fmt}.json`` and
-    ``{name}_{fmt}.audit.json`` into ``out_dir``. An int8_qat file is also compared with the
-    Keras QAT model it came from on the same eval crops (``fidelity_images``, default: the
-    first ``DEFAULT_NUM_FIDELITY_CROPS`` calibration crops) and the result is printed and
-    written to ``{name}_int8_qat.fidelity.json``.
+    ``{name}_{fmt}.audit.json`` into ``out_dir``. (The int8_qat file's fidelity to its Keras
+    QAT model is ``fptflite.evaluation.fidelity.check_qat_file``.)
 
     Returns:
-        fmt -> {"path", "metadata", "audit"} (+ "fidelity" for int8_qat).
+        fmt -> {"path", "metadata", "audit"}.
 
     Raises:
         ValueError: a file fails its audit (after writing the audit JSON for inspection).
@@ -65,22 +59,6 @@ def export_formats(
         results[fmt] = {"path": path, "metadata": meta, "audit": report}
         counter.update(1)
         print(audit_lib.format_audit(report), flush=True)
-        if fmt == "int8_qat":
-            crops = fidelity_images if fidelity_images is not None else \
-                calibration_images[:fidelity_lib.DEFAULT_NUM_FIDELITY_CROPS]
-            fid = fidelity_lib.model_fidelity(model, path, crops, num_threads)
-            write_json_atomic(os.path.splitext(path)[0] + ".fidelity.json", fid)
-            results[fmt]["fidelity"] = fid
-            print(fidelity_lib.format_fidelity("Keras QAT model vs " + os.path.basename(path),
-                                               fid), flush=True)
-            if not fid["passed"]:
-                logging.warning("%s differs from its Keras QAT model beyond the fidelity "
-                                "thresholds (see %s)%s", path,
-                                os.path.splitext(path)[0] + ".fidelity.json",
-                                "; the model fails them against itself after a 1-ulp change "
-                                "of its BN variances or under XLA, so this measures the "
-                                "model's amplification of rounding, not the simulation"
-                                if fid["limited_by_rounding"] else "")
         if not report["passed"]:
             raise ValueError(f"{path} failed its op audit: {report['problems']}")
         if name.startswith("fasterpose") and report["depth_to_space"] != 1:

@@ -7,9 +7,9 @@ import os
 
 import tf_keras as keras
 
+from fptflite.codec import HEATMAP_STRIDE
 from fptflite.keypoints import COCO_FLIP_PAIRS, COCO_KEYPOINT_NAMES, COCO_SKELETON
 from fptflite.models.layers import ImageNormalization
-from fptflite.models.zoo import HEATMAP_STRIDE
 from fptflite.utils.io import write_json_atomic
 
 

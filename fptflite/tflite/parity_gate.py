@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import tf_keras as keras
 
+from fptflite import quantization
+from fptflite.quantization.model_io import load_model
+from fptflite.tflite.litert import load_interpreter
+
 DEFAULT_MAX_AP_DROP_POINTS = 0.5
 
 
@@ -21,13 +25,15 @@ def ap_drop_points(reference_ap: float, candidate_ap: float) -> float:
 
 
 def check_ap_drop(reference_ap: float, candidate_ap: float, max_ap_drop: float,
-                  candidate: str, reference: str = "the float model") -> str:
+                  candidate: str, reference: str = "the float model",
+                  metric: str = "AP") -> str:
     """Checks one file's AP against its reference.
 
     Args:
-        reference_ap, candidate_ap: COCO AP in [0, 1].
-        max_ap_drop: the budget in AP points.
+        reference_ap, candidate_ap: COCO AP (or MPII mean PCKh) in [0, 1].
+        max_ap_drop: the budget in points (x100).
         candidate, reference: names for the message (file paths).
+        metric: the metric's name for the message ("AP" or "PCKh").
 
     Returns:
         A one-line verdict naming both APs.
@@ -37,7 +43,7 @@ def check_ap_drop(reference_ap: float, candidate_ap: float, max_ap_drop: float,
             both models and both APs.
     """
     drop = ap_drop_points(reference_ap, candidate_ap)
-    line = (f"{candidate}: AP {100 * candidate_ap:.2f} vs {100 * reference_ap:.2f} for "
+    line = (f"{candidate}: {metric} {100 * candidate_ap:.2f} vs {100 * reference_ap:.2f} for "
             f"{reference} (drop {drop:+.2f} points, budget {max_ap_drop:.2f})")
     if drop > max_ap_drop + 1e-9:
         raise ParityError(f"parity FAILED: {line}")
@@ -51,9 +57,6 @@ def load_float_reference(path: str) -> keras.Model:
         ValueError: naming ``path`` when it is a QAT model (compare against the float model
             it was fine-tuned from, not its fake-quant simulation).
     """
-    from fptflite import quantization
-    from fptflite.models.io import load_model
-
     model = load_model(path)
     if quantization.is_quantized(model):
         raise ValueError(f"{path} is a QAT model (fake-quant wrappers); parity is measured "
@@ -67,8 +70,6 @@ def check_compatible(tflite_path: str, model: keras.Model, model_path: str) -> N
     Raises:
         ValueError: naming both files and the mismatch (input size or keypoint count).
     """
-    from fptflite.tflite.audit import load_interpreter
-
     interp = load_interpreter(tflite_path, delegates=False)
     inp = [int(d) for d in interp.get_input_details()[0]["shape"]]
     out = [int(d) for d in interp.get_output_details()[0]["shape"]]
