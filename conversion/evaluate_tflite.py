@@ -57,20 +57,20 @@ def _print_rate(num_crops: int, seconds: float, what: str = "TFLite") -> None:
           f"{num_crops / max(seconds, 1e-9):.1f} crops/s (prediction, decoding and COCOeval)")
 
 
-def _load(input_size) -> tuple[list, str, object]:
-    """The persons of --ann_file (COCO or MPII, by the file), their reader and metric."""
+def _load(input_size) -> tuple[list, metrics.Metric]:
+    """The persons of --ann_file (COCO or MPII, by the file) and their metric."""
     h, w = input_size
     reader = datasets.file_reader(_ANN.value)
     instances, report = datasets.load_file(
         _ANN.value, _IMAGES.value, w / h, reader, det_file=_DET.value,
         det_score_threshold=_DET_THR.value, head_boxes_mat=_HEAD_MAT.value)
     print(f"{len(instances)} persons ({report.summary()}), {reader} annotations")
-    return instances, reader, metrics.get_metric(reader)
+    return instances, metrics.get_metric(reader)
 
 
-def _print_difference(reader: str, rep: dict) -> None:
+def _print_difference(metric: metrics.Metric, rep: dict) -> None:
     """The paired-bootstrap interval of the AP difference (COCO: over images)."""
-    if reader != "coco":
+    if not metric.image_bootstrap:
         print("(no bootstrap interval: it resamples COCO images; PCKh compares the same "
               "persons directly)")
         return
@@ -84,7 +84,7 @@ def main(argv):
     del argv
     predictor = TFLitePredictor(_TFLITE.value, num_threads=_THREADS.value)
     h, w = predictor.input_size
-    instances, reader, metric = _load((h, w))
+    instances, metric = _load((h, w))
     settings = eval_settings.resolve(_FLIP.value, _DECODE.value, _BATCH.value,
                                      [_COMPARE.value, _TFLITE.value], _TFLITE.value)
     print(f"decode {settings.decode}, flip test {settings.flip_test}, batch "
@@ -108,7 +108,7 @@ def main(argv):
     print(metric.format_stats(rep["float_stats"], f"float model {path}"))
     print(metric.format_stats(rep["stats"], f"{_TFLITE.value}"))
     print(parity.format_parity({os.path.basename(_TFLITE.value): rep}))
-    _print_difference(reader, rep)
+    _print_difference(metric, rep)
     print(f"parity report: {os.path.join(_OUT.value, 'parity.json')}, plot: "
           f"{os.path.join(_OUT.value, 'parity.png')}")
     try:

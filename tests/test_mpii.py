@@ -227,3 +227,20 @@ def test_trainer_trains_and_scores_mpii(tmp_path):
         progress=False)
     for k, v in result.stats.items():
         assert again[k] == pytest.approx(v, nan_ok=True), k
+
+
+def test_registry_reads_mpii_splits_for_calibration(tmp_path):
+    """PTQ/QAT calibration of an MPII run reads its split with the MPII reader (the COCO
+    reader fails on the JSON list with "expected a JSON dict at the top level")."""
+    data = DataConfig(layout="synthetic_mpii", data_dir=str(tmp_path), synthetic_num_train=3,
+                      synthetic_num_val=2, synthetic_seed=2)
+    crops = datasets.split_calibration_crops(data, (64, 64), "train", num=5, seed=0)
+    train, _ = datasets.load_split(data, "train", 1.0)
+    assert crops.shape == (min(5, len(train)), 64, 64, 3) and crops.dtype == np.float32
+    assert 0 <= crops.min() and crops.max() <= 255 and crops.std() > 5
+    assert data.dataset.reader == data.dataset.metric == "mpii"
+    assert data.dataset.num_keypoints == 16
+    with pytest.raises(ValueError, match="unknown data layout 'mpi'"):
+        DataConfig(layout="mpi", data_dir="x").paths()
+    with pytest.raises(ValueError, match="no person detections"):
+        DataConfig(layout="mpii", data_dir="x", use_detections=True).paths()

@@ -84,7 +84,6 @@ DATASETS: dict[str, Dataset] = {d.layout: d for d in (
             synthetic_mpii.generate_dataset,
             lambda d: os.path.isfile(synthetic_mpii.dataset_paths(d)["val_ann"])),
 )}
-READERS = ("coco", "mpii")
 
 
 def get_dataset(layout: str) -> Dataset:
@@ -147,6 +146,31 @@ def ensure_data(data_cfg: DataConfig) -> dict[str, str | None]:
     return paths
 
 
+def _read_coco(ann_file, image_dir, aspect_ratio, training, det_file, det_score_threshold,
+               head_boxes_mat, skip_invalid):
+    if head_boxes_mat:
+        raise ValueError("head boxes are MPII's (PCKh); a COCO file has none")
+    return coco.load_instances(ann_file, image_dir, aspect_ratio, det_file=det_file,
+                               det_score_threshold=det_score_threshold, training=training,
+                               skip_invalid=skip_invalid)
+
+
+def _read_mpii(ann_file, image_dir, aspect_ratio, training, det_file, det_score_threshold,
+               head_boxes_mat, skip_invalid):
+    del training, det_score_threshold  # MPII persons are all annotated boxes
+    if det_file:
+        raise ValueError("MPII is evaluated on its annotated person boxes; no det_file")
+    return mpii.load_mpii(ann_file, image_dir, aspect_ratio, head_boxes_mat, skip_invalid)
+
+
+# Annotation readers by name: a dataset's ``reader`` (and its metric's name).
+READERS: dict[str, Callable[..., tuple[list[PersonInstance], LoadReport]]] = {
+    "coco": _read_coco, "mpii": _read_mpii}
+# Checks a validation split must pass before training starts (PCKh needs head boxes).
+VAL_CHECKS: dict[str, Callable[[list[PersonInstance]], None]] = {
+    "mpii": mpii.check_head_boxes}
+
+
 def file_reader(ann_file: str) -> str:
     """"mpii" for an MPII JSON list, "coco" for a COCO JSON object."""
     if not os.path.isfile(ann_file):
@@ -172,18 +196,10 @@ def load_file(ann_file: str, image_dir: str, aspect_ratio: float, reader: str | 
         ValueError: an unknown reader, or detections for MPII.
     """
     reader = reader or file_reader(ann_file)
-    if reader == "coco":
-        instances, report = coco.load_instances(
-            ann_file, image_dir, aspect_ratio, det_file=det_file,
-            det_score_threshold=det_score_threshold, training=training,
-            skip_invalid=skip_invalid)
-    elif reader == "mpii":
-        if det_file:
-            raise ValueError("MPII is evaluated on its annotated person boxes; no det_file")
-        instances, report = mpii.load_mpii(ann_file, image_dir, aspect_ratio, head_boxes_mat,
-                                           skip_invalid)
-    else:
-        raise ValueError(f"unknown annotation reader {reader!r}: one of {READERS}")
+    if reader not in READERS:
+        raise ValueError(f"unknown annotation reader {reader!r}: one of {sorted(READERS)}")
+    instances, report = READERS[reader](ann_file, image_dir, aspect_ratio, training, det_file,
+                                        det_score_threshold, head_boxes_mat, skip_invalid)
     if skip_invalid:
         instances = coco.drop_unreadable_images(instances, report)
     return instances, report
@@ -214,8 +230,8 @@ def load_split(data_cfg: DataConfig, split: str, aspect_ratio: float, training: 
                                   det_file=paths.get("val_det"),
                                   det_score_threshold=data_cfg.det_score_threshold,
                                   head_boxes_mat=mat, skip_invalid=data_cfg.skip_invalid)
-    if reader == "mpii":  # fail before training, not at the first evaluation
-        mpii.check_head_boxes(instances)
+    if reader in VAL_CHECKS:  # fail before training, not at the first evaluation
+        VAL_CHECKS[reader](instances)
     return instances, report
 
 

@@ -33,6 +33,8 @@ class Metric:
         evaluate: ``evaluate(predictor, instances, ann_file, input_size, out_dir,
             batch_size, flip_test, decode, progress) -> (stats, predictions)``: predicts
             every instance's crop (streaming, ``coco_eval.predict_instances``) and scores it.
+        image_bootstrap: its differences have a paired bootstrap over images
+            (``bootstrap.paired_ap_difference`` on the results files; COCO AP only).
     """
 
     name: str
@@ -41,6 +43,7 @@ class Metric:
     score: Callable[[Sequence[PersonInstance], Predictions, str, str | None], dict]
     format_stats: Callable[[dict, str], str]
     evaluate: Callable[..., tuple[dict[str, float], Predictions]]
+    image_bootstrap: bool = False
 
     def value(self, stats: dict) -> float:
         """The primary number of a stats dict, in [0, 1]."""
@@ -59,7 +62,7 @@ def _evaluate_pckh(predictor, instances, ann_file, input_size, *args, **kwargs):
 
 METRICS: dict[str, Metric] = {
     "coco": Metric("AP", "AP", COCO_KEYPOINT_NAMES, coco_eval.score_predictions,
-                   coco_eval.format_stats, coco_eval.evaluate),
+                   coco_eval.format_stats, coco_eval.evaluate, image_bootstrap=True),
     "mpii": Metric("PCKh", "mean", MPII_KEYPOINT_NAMES, _score_pckh, mpii.format_pckh,
                    _evaluate_pckh),
 }
