@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint venv clean
+.PHONY: test demo lint venv runtimes clean
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,11 @@ $(STAMP): setup.py
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# The TensorFlow Lite 2.14 runtime's own environment (tflite-runtime 2.14 needs numpy<2), in
+# .runtimes/. The GPU runtime needs a Vulkan driver: sudo sh .ci/install_gpu_driver.sh.
+runtimes: $(STAMP)
+	$(PY) -c "from fptflite.tflite.runtimes import tflite214_python; print(tflite214_python())"
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
@@ -30,4 +35,4 @@ demo: $(STAMP)
 	    --model_card=android_demo_assets/model_card.json
 
 clean:
-	rm -rf runs .pytest_cache .ruff_cache
+	rm -rf runs .pytest_cache .ruff_cache .runtimes

@@ -119,7 +119,20 @@ def _android_figures(card: dict | None) -> dict | None:
             "decode_parity_mean_px": parity.get("mean_px"),
             "decode_parity_max_px": parity.get("max_px"),
             "decode_parity_crops": parity.get("num_crops"),
-            "latency_ms": card.get("latency_ms_xnnpack_cpu")}
+            "latency_ms": card.get("latency_ms_xnnpack_cpu"),
+            "gpu_residency": card.get("gpu_residency"),
+            "runs_on": card.get("runs_on")}
+
+
+def _runtime_figures(rows: dict | None) -> dict | None:
+    """The shipped file on each runtime: AP points, delta, keypoint shift vs the CPU's."""
+    if not rows:
+        return None
+    return {name: ({"ran": True, "ap": 100 * r["candidate_ap"],
+                    "delta_points": r["ap_delta_points"], "passed": r.get("passed"),
+                    "shift_vs_cpu": r.get("shift_vs_cpu")} if r["ran"]
+                   else {"ran": False, "reason": r["reason"]})
+            for name, r in rows.items()}
 
 
 def demo_results(report: dict, card: dict | None = None) -> dict:
@@ -161,6 +174,7 @@ def demo_results(report: dict, card: dict | None = None) -> dict:
                            for f, v in report.get("tflite", {}).items()},
         "timings_s": report.get("timings_s", {}),
         "android": _android_figures(card or report.get("android")),
+        "runtimes": _runtime_figures(report.get("runtimes")),
     }
 
 
@@ -232,6 +246,17 @@ def _android_rows(a: dict | None) -> list[Row]:
                         f"decode, {a.get('decode_parity_crops')} crops",
                         f"mean {a['decode_parity_mean_px']:.2g}, max "
                         f"{a['decode_parity_max_px']:.2g} heatmap px"))
+    res = a.get("gpu_residency")
+    if res:
+        rows.append(Row("Android drop-in on LiteRT's GPU accelerator (lavapipe)",
+                        ("every op on the GPU" if res.get("fully_accelerated")
+                         else f"ops stay on the CPU: {res.get('cpu_ops_log')}")
+                        if res.get("checked") else f"not checked: {res.get('reason')}"))
+    old = (a.get("runs_on") or {}).get("tflite_2.14")
+    if old:
+        rows.append(Row("Android drop-in on TensorFlow Lite 2.14 (export_android "
+                        "--min_runtime=2.14)", f"loads and runs; the converter's "
+                        f"min_runtime_version says {old.get('converter_min_runtime_version')}"))
     lat = a.get("latency_ms") or {}
     if lat:
         cells = "; ".join(f"{k.replace('_', ' ')}: {v['dropin_ms']:.3f} vs "
@@ -261,7 +286,22 @@ def render_demo(r: dict) -> list[Row]:
     if r.get("tflite_size_mb"):
         rows.append(Row("file sizes", ", ".join(f"{f} {mb:.2f} MB"
                                                 for f, mb in r["tflite_size_mb"].items())))
-    return rows + _android_rows(r.get("android"))
+    return rows + _runtime_rows(r.get("runtimes")) + _android_rows(r.get("android"))
+
+
+def _runtime_rows(runtimes: dict | None) -> list[Row]:
+    rows = []
+    for name, x in (runtimes or {}).items():
+        if not x["ran"]:
+            rows.append(Row(f"shipped int8 file on {name}", f"not run: {x['reason']}"))
+            continue
+        s = x.get("shift_vs_cpu")
+        shift = (f"; keypoints vs cpu: mean {s['mean_px']:.3f}, p95 {s['p95_px']:.3f}, max "
+                 f"{s['max_px']:.2f} heatmap px, {100 * s['share_above_1px']:.2f}% > 1 px"
+                 if s else "")
+        rows.append(Row(f"shipped int8 file on {name}",
+                        f"AP {x['ap']:.2f} ({x['delta_points']:+.2f} vs float){shift}"))
+    return rows
 
 
 # ---------------------------------------------------------------------------- benchmarks
@@ -445,6 +485,23 @@ def render_qat_fidelity(r: dict | list) -> list[Row]:
     return out
 
 
+def render_gpu_residency(r: dict) -> list[Row]:
+    """benchmarks/gpu_residency.py's JSON: {"rows": [{"model", "input_size", "format",
+    "residency": runtimes.gpu_residency(...)}]}."""
+    out = []
+    for x in r["rows"]:
+        res = x["residency"]
+        h, w = x["input_size"]
+        if not res["checked"]:
+            cell = f"does not compile: {res['reason'][-300:]}"
+        elif res["fully_accelerated"]:
+            cell = "every op on the GPU"
+        else:
+            cell = f"some ops stay on the CPU: {'; '.join(res['cpu_ops_log']) or '(no log)'}"
+        out.append(Row(f"{x['model']} {h}x{w} {x['format']}", cell))
+    return out
+
+
 def render_figures(r: list[dict]) -> list[Row]:
     """Figures without a script of their own: [{"what", "figure", "command" (optional)}]."""
     return [Row(x["what"], x["figure"], x.get("command")) for x in r]
@@ -460,6 +517,8 @@ RENDERERS: dict[str, tuple[str, Callable[..., list[Row]]]] = {
     "ablation": ("The paper's claims: ablation", render_ablation),
     "input_pipeline": ("Training input pipeline", render_input_pipeline),
     "data_order": ("Data order across replicas and workers", render_data_order),
+    "gpu_residency": ("Zoo on LiteRT's GPU accelerator (lavapipe): which files run whole on "
+                      "the GPU", render_gpu_residency),
     "figures": ("Other figures", render_figures),
 }
 

@@ -19,7 +19,7 @@ from absl import app, flags
 
 import fptflite  # noqa: F401  (selects tf_keras before TensorFlow loads)
 from fptflite.models import build_model, count_macs
-from fptflite.tflite import benchmark, convert
+from fptflite.tflite import benchmark, convert, runtimes
 from fptflite.utils.cli import parse_hw
 from fptflite.utils.io import write_bytes_atomic, write_json_atomic
 from fptflite.utils.progress import ProgressCounter
@@ -28,6 +28,8 @@ _MODELS = flags.DEFINE_list("models", ["fasterpose_r50", "simplebaseline_r50",
                                        "fasterpose_mnv2", "simplebaseline_mnv2"], "Zoo models.")
 _FORMATS = flags.DEFINE_list("formats", ["float32", "float16", "int8"], "Formats.")
 _THREADS = flags.DEFINE_list("threads", ["1", "2"], "Interpreter thread counts.")
+_RUNTIME = flags.DEFINE_enum("runtime", "cpu", list(runtimes.RUNTIMES),
+                             "Where the files run (gpu on lavapipe: its times mean nothing).")
 _INPUT = flags.DEFINE_string("input_size", "256x192", "HxW.")
 _RUNS = flags.DEFINE_integer("runs", 30, "Timed runs per file and thread count.")
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Interleaved rounds (runs are split across them).")
@@ -65,7 +67,8 @@ def _run(size, calib, workdir) -> int:
         for (name, fmt), path in files.items():
             for t in threads:
                 samples[name, fmt, t].extend(benchmark.time_tflite(
-                    path, t, _WARMUP.value if r == 0 else 2, per_round, seed=r))
+                    path, t, _WARMUP.value if r == 0 else 2, per_round, seed=r,
+                    runtime=_RUNTIME.value))
         print(f"timing round {r + 1}/{_ROUNDS.value} done", file=sys.stderr)
     rows = []
     for (name, fmt, t), s in samples.items():

@@ -23,8 +23,9 @@ from fptflite.evaluation import fidelity
 from fptflite.tasks import eval_settings, trainer
 from fptflite.tasks.calibration import calibration_crops_for
 from fptflite.tflite import convert as convert_lib
-from fptflite.tflite import metadata
+from fptflite.tflite import metadata, runtimes
 from fptflite.tflite.export import export_formats
+from fptflite.utils.io import write_json_atomic
 
 _MODEL = flags.DEFINE_string("model", None, "Float training dir or float .keras file.")
 _QAT = flags.DEFINE_string("qat_model", None, "QAT .h5 file or QAT training dir "
@@ -78,6 +79,21 @@ def _record_eval_settings(exported: dict, float_path: str) -> None:
             metadata.write_metadata(entry["path"], meta)
 
 
+def _record_gpu_residency(exported: dict) -> None:
+    """Runs each file on LiteRT's GPU accelerator: whether every op stays on the GPU, written
+    into its .audit.json and printed (or why the accelerator could not run here)."""
+    for fmt, entry in exported.items():
+        residency = runtimes.gpu_residency(entry["path"])
+        entry["audit"]["gpu_residency"] = residency
+        write_json_atomic(os.path.splitext(entry["path"])[0] + ".audit.json", entry["audit"])
+        if not residency["checked"]:
+            print(f"{fmt}: GPU residency not checked: {residency['reason']}")
+        else:
+            print(f"{fmt}: LiteRT GPU accelerator: " + (
+                "every op on the GPU" if residency["fully_accelerated"]
+                else f"ops stay on the CPU {residency['cpu_ops_log']}"))
+
+
 def main(argv):
     del argv
     formats = list(_FORMATS.value)
@@ -108,6 +124,7 @@ def main(argv):
         fidelity.check_qat_file(qat_model, exported["int8_qat"]["path"],
                                 calib[:fidelity.DEFAULT_NUM_FIDELITY_CROPS])
     _record_eval_settings(exported, float_path)
+    _record_gpu_residency(exported)
     print(f"converted: {', '.join(formats)}")
     for fmt, reason in skipped.items():
         print(f"skipped {fmt}: {reason}")

@@ -26,7 +26,7 @@ import fptflite  # noqa: F401  (selects tf_keras before TensorFlow loads)
 from fptflite.data import datasets
 from fptflite.evaluation import bootstrap, metrics, parity
 from fptflite.tasks import eval_settings, trainer
-from fptflite.tflite import parity_gate
+from fptflite.tflite import parity_gate, runtimes
 from fptflite.tflite.runner import TFLitePredictor
 
 _TFLITE = flags.DEFINE_string("tflite", None, "The .tflite file.")
@@ -37,6 +37,10 @@ _DET_THR = flags.DEFINE_float("det_score_threshold", 0.0, "Minimum detection sco
 _HEAD_MAT = flags.DEFINE_string("head_boxes_mat", None, "MPII: gt_valid.mat with head boxes "
                                 "(default: the records' head_box fields).")
 _THREADS = flags.DEFINE_integer("num_threads", None, "Interpreter threads (default: all).")
+_RUNTIME = flags.DEFINE_enum("runtime", "cpu", list(runtimes.RUNTIMES),
+                             "Where the file runs: cpu (LiteRT + XNNPACK), cpu_reference "
+                             "(LiteRT's own kernels), gpu (LiteRT's GPU accelerator), "
+                             "tflite2.14 (TensorFlow Lite 2.14 in its own environment).")
 _COMPARE = flags.DEFINE_string("compare_to", None, "Float model (.keras or training dir).")
 _FLIP = flags.DEFINE_bool("flip_test", None, "Average with the flipped image's heatmaps "
                           "(default: the model's training config).")
@@ -82,7 +86,12 @@ def _print_difference(metric: metrics.Metric, rep: dict) -> None:
 
 def main(argv):
     del argv
-    predictor = TFLitePredictor(_TFLITE.value, num_threads=_THREADS.value)
+    try:
+        predictor = TFLitePredictor(_TFLITE.value, num_threads=_THREADS.value,
+                                    runtime=_RUNTIME.value)
+    except runtimes.RuntimeUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     h, w = predictor.input_size
     instances, metric = _load((h, w))
     settings = eval_settings.resolve(_FLIP.value, _DECODE.value, _BATCH.value,
@@ -103,8 +112,10 @@ def main(argv):
     t0 = time.perf_counter()
     rep = parity.evaluate_against_float(_TFLITE.value, float_model, instances, _ANN.value,
                                         _OUT.value, _THREADS.value, settings.batch_size,
-                                        settings.flip_test, settings.decode, metric=metric)
-    _print_rate(len(instances), time.perf_counter() - t0, "float + TFLite on each crop")
+                                        settings.flip_test, settings.decode, metric=metric,
+                                        runtime=_RUNTIME.value)
+    _print_rate(len(instances), time.perf_counter() - t0,
+                f"float + TFLite on {_RUNTIME.value} on each crop")
     print(metric.format_stats(rep["float_stats"], f"float model {path}"))
     print(metric.format_stats(rep["stats"], f"{_TFLITE.value}"))
     print(parity.format_parity({os.path.basename(_TFLITE.value): rep}))
@@ -113,7 +124,8 @@ def main(argv):
           f"{os.path.join(_OUT.value, 'parity.png')}")
     try:
         print(parity_gate.check_ap_drop(rep["reference_ap"], rep["candidate_ap"],
-                                        _MAX_DROP.value, _TFLITE.value, path, metric.name))
+                                        _MAX_DROP.value, f"{_TFLITE.value} on {_RUNTIME.value}",
+                                        path, metric.name))
     except parity_gate.ParityError as e:
         print(e, file=sys.stderr)
         return 1

@@ -35,6 +35,9 @@ _CALIB_ANN = flags.DEFINE_string("calib_ann_file", None, "Calibration annotation
 _CALIB_IMG = flags.DEFINE_string("calib_image_dir", None, "Calibration images.")
 _NUM_CALIB = flags.DEFINE_integer("num_calibration", datasets.DEFAULT_NUM_CALIBRATION,
                                   "Calibration crops.")
+_MIN_RUNTIME = flags.DEFINE_string(
+    "min_runtime", "2.14", "The oldest TensorFlow Lite the file must load and run on (the "
+    "Android pose sample's 2.14); 'none' skips the check.")
 _REPORT = flags.DEFINE_string("main_job_report", None, "A main job report.json whose AP and "
                               "parity figures go into the model card.")
 flags.mark_flags_as_required(["model"])
@@ -73,8 +76,9 @@ def main(argv):
     measured = _measured(_REPORT.value, _INT8.value) if _REPORT.value else \
         {"ap": None, "parity": None,
          "ap_note": "not measured here: pass --main_job_report (make demo fills it)"}
-    card = android.export_android(body, _INT8.value, _OUT.value, calib, source, _WORK.value,
-                                  measured)
+    card = android.export_android(
+        body, _INT8.value, _OUT.value, calib, source, _WORK.value, measured,
+        min_runtime=None if _MIN_RUNTIME.value == "none" else _MIN_RUNTIME.value)
     print(f"wrote {os.path.join(_OUT.value, android.DROPIN_FILENAME)} "
           f"({card['size_bytes'] / 1e6:.2f} MB, int8 {card['int8']}), keypoints.txt, "
           "model_card.json")

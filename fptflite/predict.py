@@ -28,6 +28,7 @@ from fptflite.serving.video import (
     predict_image,
     predict_video,
 )
+from fptflite.tflite import runtimes
 
 _MODEL = flags.DEFINE_string("model", None, ".tflite file, .keras file or training dir.")
 _IMAGE = flags.DEFINE_string("image", None, "Input image.")
@@ -49,6 +50,9 @@ _BETA = flags.DEFINE_float("beta", one_euro.DEFAULT_BETA,
 _D_CUTOFF = flags.DEFINE_float("d_cutoff", one_euro.DEFAULT_D_CUTOFF,
                                "One-Euro derivative cutoff (Hz).")
 _THREADS = flags.DEFINE_integer("num_threads", None, "LiteRT CPU threads.")
+_RUNTIME = flags.DEFINE_enum("runtime", "cpu", list(runtimes.RUNTIMES),
+                             "Where a .tflite runs: cpu (LiteRT + XNNPACK), cpu_reference, gpu "
+                             "(LiteRT's GPU accelerator) or tflite2.14.")
 _OUT = flags.DEFINE_string("out", None, "Annotated image or video (.mp4/.avi) to write.")
 _JSON = flags.DEFINE_string("json_out", None, "COCO-results JSON (default: --out + .json).")
 flags.mark_flags_as_required(["model", "out"])
@@ -86,14 +90,14 @@ def main(argv):
                           d_cutoff=_D_CUTOFF.value, box_score_threshold=_BOX_SCORE.value)
     try:
         image_id = _image_id() if _IMAGE.value else None
-        predictor = load_predictor(_model_file(_MODEL.value), _THREADS.value)
+        predictor = load_predictor(_model_file(_MODEL.value), _THREADS.value, _RUNTIME.value)
         if _IMAGE.value:
             stats = predict_image(predictor, _IMAGE.value, _OUT.value, json_out, _BOXES.value,
                                   opts, image_id)
         else:
             stats = predict_video(predictor, _VIDEO.value, _OUT.value, json_out, _BOXES.value,
                                   opts)
-    except (PredictError, FileNotFoundError, ValueError) as e:
+    except (PredictError, FileNotFoundError, ValueError, runtimes.RuntimeUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if stats["incomplete"]:

@@ -10,8 +10,10 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from helpers.runtimes import check_ran, require_all
 
 from fptflite.tasks import main_job
+from fptflite.tflite import runtimes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,25 +64,33 @@ def _break_head_weight_scales(src: str, dst: str) -> None:
     flatbuffer_utils.write_model(model, dst)
 
 
-@pytest.mark.slow
-def test_main_job_end_to_end(fit_data, tmp_path):
-    from fptflite.data.coco import load_instances
-    from fptflite.evaluation import parity
-    from fptflite.quantization.model_io import load_model
-    from fptflite.tflite import parity_gate
-
+@pytest.fixture(scope="module")
+def main_job_run(fit_data, tmp_path_factory):
+    """The main job on the fitted data: (out dir, report.json, data dir, scratch dir)."""
+    tmp_path = tmp_path_factory.mktemp("main_job")
     out = tmp_path / "demo"
     report = main_job.run(main_job.MainJobOptions(
         out_dir=str(out), config="demo", data_dir=fit_data, overrides=FIT_OVERRIDES,
         qat_epochs=1, qat_learning_rate=1e-4, num_calibration=16, num_threads=2,
         max_ap_drop=TEST_MAX_AP_DROP, android_assets_dir=str(tmp_path / "assets")))
     on_disk = json.load(open(out / "report.json"))
+    for key in ("float_ap", "int8_qat_ap", "int8_ptq_ap"):
+        assert on_disk[key] == report[key]
+    return out, on_disk, fit_data, tmp_path
+
+
+@pytest.mark.slow
+def test_main_job_end_to_end(main_job_run):
+    from fptflite.data.coco import load_instances
+    from fptflite.evaluation import parity
+    from fptflite.quantization.model_io import load_model
+    from fptflite.tflite import parity_gate
+
+    out, on_disk, fit_data, tmp_path = main_job_run
     print({k: on_disk[k] for k in ("float_ap", "int8_qat_ap", "int8_ptq_ap")},
           on_disk["shipped"]["reason"], on_disk["int8_qat_fidelity"])
     # A model that predicts: the float model fits its images.
     assert on_disk["float_ap"] >= 0.5
-    for key in ("float_ap", "int8_qat_ap", "int8_ptq_ap"):
-        assert on_disk[key] == report[key]
     float_metrics = json.load(open(out / "eval" / "float" / "metrics.json"))
     assert on_disk["float_ap"] == float_metrics["AP"]
     for fmt in ("int8_qat", "int8_ptq", "float32"):
@@ -163,5 +173,52 @@ def test_main_job_end_to_end(fit_data, tmp_path):
          f"--out_dir={tmp_path / 'gate'}"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert run.returncode == 1, run.stderr[-3000:]
     assert "tflite - float: " in run.stdout and "paired bootstrap over 6 images" in run.stdout
-    assert (f"parity FAILED: {shipped['path']}: AP {100 * on_disk[shipped['format'] + '_ap']:.2f}"
-            f" vs {100 * on_disk['float_ap']:.2f} for {on_disk['float_model']}") in run.stderr
+    assert (f"parity FAILED: {shipped['path']} on cpu: AP "
+            f"{100 * on_disk[shipped['format'] + '_ap']:.2f} vs {100 * on_disk['float_ap']:.2f}"
+            f" for {on_disk['float_model']}") in run.stderr
+
+
+@pytest.mark.slow
+def test_shipped_file_on_every_runtime(main_job_run):
+    """The main job's runtime table: the shipped file's AP on each runtime against the float
+    model within the budget, and its keypoints against the CPU runtime's. TFLite 2.14's int8
+    kernels are LiteRT's builtin ones (XNNPACK does not take int8 graphs there), so its
+    predictions equal cpu_reference's exactly: an independent check that both ran the file."""
+    out, on_disk, fit_data, tmp_path = main_job_run
+    rows = on_disk["runtimes"]
+    assert list(rows) == list(runtimes.RUNTIMES)
+    check_ran(rows)
+    shipped = on_disk["shipped"]["format"]
+    assert rows["cpu"]["candidate_ap"] == on_disk[shipped + "_ap"]
+    for name, row in rows.items():
+        if not row["ran"]:
+            continue
+        assert row["passed"] and row["reference_ap"] == on_disk["float_ap"], row["verdict"]
+        metrics = json.load(open(out / "eval" / ("runtimes/" + name if name != "cpu"
+                                                  else shipped) / "metrics.json"))
+        assert row["candidate_ap"] == metrics["AP"]
+    if rows["tflite2.14"]["ran"] and rows["cpu_reference"]["ran"]:
+        assert rows["tflite2.14"]["candidate_ap"] == rows["cpu_reference"]["candidate_ap"]
+        assert rows["tflite2.14"]["shift_vs_cpu"] == rows["cpu_reference"]["shift_vs_cpu"]
+    card = json.load(open(tmp_path / "assets" / "model_card.json"))
+    assert {n: r["ran"] for n, r in card["runtimes"].items()} == \
+        {n: r["ran"] for n, r in rows.items()}
+    if card["gpu_residency"]["checked"] or require_all():  # the drop-in runs whole on the GPU
+        assert card["gpu_residency"]["fully_accelerated"], card["gpu_residency"]
+    assert card["runs_on"]["tflite_2.14"]["ran"]  # export_android's --min_runtime=2.14
+    # The gate from the command line on every runtime: a 5-point gain demanded fails.
+    ann = os.path.join(fit_data, "annotations", "person_keypoints_val.json")
+    for name in runtimes.RUNTIMES[1:]:
+        if not rows[name]["ran"]:
+            continue
+        run = subprocess.run(
+            [sys.executable, "-m", "conversion.evaluate_tflite",
+             f"--tflite={on_disk['shipped']['path']}", f"--ann_file={ann}",
+             f"--image_dir={os.path.join(fit_data, 'images', 'val')}", f"--runtime={name}",
+             f"--compare_to={out / 'float'}", "--max_ap_drop=-5",
+             f"--out_dir={tmp_path / ('gate_' + name)}"],
+            cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert run.returncode == 1, run.stderr[-3000:]
+        assert f"parity FAILED: {on_disk['shipped']['path']} on {name}: AP " in run.stderr
+        gate = json.load(open(tmp_path / ("gate_" + name) / "metrics.json"))
+        assert gate["AP"] == rows[name]["candidate_ap"]

@@ -465,3 +465,13 @@ def test_collapsed_ranges_keep_int32_biases_and_fidelity(tiny, tmp_path, monkeyp
     rep_b = fidelity.model_fidelity(qat, broken, tiny["eval"])
     print(fidelity.format_fidelity("collapsed, no fit", rep_b))
     assert rep_b["heatmap_correlation"] < 0.95
+
+
+def test_fidelity_budget_is_the_models_own_float_noise():
+    """A file passes within the larger of the model's XLA and 1-ulp shifts (never below the
+    fixed 0.1 px): the demo model moves 0.148 px against itself under XLA."""
+    xla = {"mean_keypoint_shift_px": 0.148}
+    ulp = {"mean_keypoint_shift_px": 0.03}
+    assert fidelity.shift_budget({"xla_sensitivity": xla, "ulp_sensitivity": ulp}) == 0.148
+    assert fidelity.shift_budget({"xla_sensitivity": {"mean_keypoint_shift_px": 0.02},
+                                  "ulp_sensitivity": None}) == fidelity.MAX_MEAN_KEYPOINT_SHIFT_PX

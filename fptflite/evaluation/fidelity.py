@@ -194,7 +194,8 @@ def model_fidelity(model: keras.Model, tflite_path: str, crops: np.ndarray,
 
     Returns:
         ``compare_heatmaps``'s dict plus "passed" (correlation >= MIN_HEATMAP_CORRELATION and
-        mean shift <= MAX_MEAN_KEYPOINT_SHIFT_PX), the thresholds, "ulp_sensitivity"
+        mean shift within ``shift_budget``: the model's own float noise, at least
+        MAX_MEAN_KEYPOINT_SHIFT_PX), the thresholds, "ulp_sensitivity"
         (``ulp_sensitivity``'s dict or None), "xla_sensitivity" (``xla_sensitivity``'s dict),
         "limited_by_rounding" (the model fails the thresholds against itself after a
         1-ulp change or under XLA, so a failure against the file says nothing about the
@@ -216,7 +217,6 @@ def model_fidelity(model: keras.Model, tflite_path: str, crops: np.ndarray,
                          f"model {model.name} outputs {list(ref.shape[1:])} (different "
                          "keypoint count or heatmap size)")
     report = compare_heatmaps(ref, got, decode)
-    report["passed"] = _within_thresholds(report)
     sensitivity = ulp_sensitivity(model, crops, ref, decode)
     report["ulp_sensitivity"] = sensitivity
     report["xla_sensitivity"] = xla_sensitivity(model, crops, ref, decode)
@@ -226,8 +226,27 @@ def model_fidelity(model: keras.Model, tflite_path: str, crops: np.ndarray,
     report["layer_divergence"] = divergence.layer_divergence(
         model, tflite_path, crops[:divergence.DEFAULT_NUM_DIVERGENCE_CROPS], num_threads)
     report["thresholds"] = {"min_heatmap_correlation": MIN_HEATMAP_CORRELATION,
-                            "max_mean_keypoint_shift_px": MAX_MEAN_KEYPOINT_SHIFT_PX}
+                            "max_mean_keypoint_shift_px": shift_budget(report)}
+    report["passed"] = bool(
+        report["heatmap_correlation"] >= MIN_HEATMAP_CORRELATION
+        and report["mean_keypoint_shift_px"] <= report["thresholds"]["max_mean_keypoint_shift_px"])
     return report
+
+
+def shift_budget(report: dict) -> float:
+    """The keypoint shift a file may show against its Keras model: the model's own float32
+    noise (the larger of its shift under XLA's summation order and after a 1-ulp change of
+    its BN variances), and never less than ``MAX_MEAN_KEYPOINT_SHIFT_PX``. A deep int8 model
+    can turn last-bit float differences into whole steps (``divergence``), so a fixed
+    budget below the model's own noise would judge the rounding, not the simulation."""
+    floors = [s["mean_keypoint_shift_px"] for s in (report.get("xla_sensitivity"),
+                                                    report.get("ulp_sensitivity")) if s]
+    return max([MAX_MEAN_KEYPOINT_SHIFT_PX, *floors])
+
+
+def _budget(report: dict) -> float:
+    return report.get("thresholds", {}).get("max_mean_keypoint_shift_px",
+                                            MAX_MEAN_KEYPOINT_SHIFT_PX)
 
 
 def _interval(report: dict) -> str:
@@ -241,7 +260,8 @@ def format_fidelity(label: str, report: dict) -> str:
             f"{report['mean_keypoint_shift_px']:.3f} crop px{_interval(report)} (max "
             f"{report['max_keypoint_shift_px']:.2f}), mean |diff| {report['mean_abs_diff']:.5f} "
             f"on {report['num_crops']} crops: {status} (corr >= {MIN_HEATMAP_CORRELATION}, "
-            f"shift <= {MAX_MEAN_KEYPOINT_SHIFT_PX} px)")
+            f"shift <= {_budget(report):.3f} px: the model's own float noise, at least "
+            f"{MAX_MEAN_KEYPOINT_SHIFT_PX} px)")
     if "median_keypoint_shift_px" in report:
         text += (f"\n  shift: median {report['median_keypoint_shift_px']:.3f} px; peak pixel "
                  f"moved in {report['peak_moved_fraction']:.1%} of maps (mean over the rest "

@@ -12,16 +12,18 @@ boxes beyond the decoded keypoints, and the float model runs once however many f
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import tf_keras as keras
 
 from fptflite import visualization
+from fptflite.codec import HEATMAP_STRIDE
 from fptflite.evaluation import coco_eval
 from fptflite.evaluation.metrics import Metric, get_metric
 from fptflite.tflite import benchmark
 from fptflite.tflite.runner import TFLitePredictor
+from fptflite.tflite.runtimes import RUNTIMES, RuntimeUnavailable, open_session
 from fptflite.utils.io import write_json_atomic
 
 Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -143,6 +145,7 @@ def evaluate_files_against_float(
     decode: str = "dark",
     progress: bool = True,
     metric: Metric | None = None,
+    runtime: str | Mapping[str, str] = "cpu",
 ) -> tuple[tuple[dict, dict, str], dict[str, dict]]:
     """Evaluates .tflite files against their float model in one streaming pass: each batch
     of crops goes through the float model once and through every file (only decoded
@@ -157,6 +160,8 @@ def evaluate_files_against_float(
         ann_file: their annotation file.
         float_dir: where the float model's results go.
         metric: COCO keypoint AP (default) or MPII PCKh (``metrics.get_metric``).
+        runtime: where the files run (``fptflite.tflite.runtimes.RUNTIMES``), for all or
+            by label.
 
     Returns:
         (float_result, reports): float_result = (stats, predictions, results file);
@@ -168,7 +173,8 @@ def evaluate_files_against_float(
     if not files:
         raise ValueError("no .tflite file to evaluate against the float model")
     input_size = tuple(int(d) for d in float_model.input_shape[1:3])
-    predictors = {label: TFLitePredictor(path, input_size, num_threads)
+    where = {label: runtime if isinstance(runtime, str) else runtime[label] for label in files}
+    predictors = {label: TFLitePredictor(path, input_size, num_threads, runtime=where[label])
                   for label, (path, _) in files.items()}
     ref_pred, cands, corr = compare_predictors(
         coco_eval.keras_predictor(float_model), predictors, instances, input_size,
@@ -181,6 +187,7 @@ def evaluate_files_against_float(
         stats = metric.score(instances, pred, ann_file, out_dir)
         report = parity_report(ref_pred, pred, float_result[0], stats, metric, corr[label])
         report["tflite"] = path
+        report["runtime"] = where[label]
         report["results_file"] = os.path.join(out_dir, coco_eval.RESULTS_FILE)
         report["float_results_file"] = float_result[2]
         report["stats"] = stats
@@ -204,6 +211,7 @@ def evaluate_against_float(
     decode: str = "dark",
     progress: bool = True,
     metric: Metric | None = None,
+    runtime: str = "cpu",
 ) -> dict:
     """``evaluate_files_against_float`` for one file: its results, ``parity.json`` and
     ``parity.png`` go into ``out_dir``, the float model's results into ``out_dir/float``.
@@ -215,7 +223,7 @@ def evaluate_against_float(
     _, reports = evaluate_files_against_float(
         {label: (tflite_path, out_dir)}, float_model, instances, ann_file,
         os.path.join(out_dir, "float"), num_threads, batch_size, flip_test, decode, progress,
-        metric)
+        metric, runtime)
     return reports[label]
 
 
@@ -264,4 +272,80 @@ def format_mixed(rows: dict[str, dict]) -> str:
         lines.append(f"| {label} | {100 * r['ap']:.1f} | {100 * r['float_ap']:.1f} | "
                      f"{r['ap_delta_points']:+.2f} | {r['heatmap_correlation']:.4f} | "
                      f"{r['size_mb']:.2f} | {r['latency_ms']:.2f} |")
+    return "\n".join(lines)
+
+
+def keypoint_shift(reference: dict, candidate: dict, stride: int = HEATMAP_STRIDE) -> dict:
+    """How far one run's keypoints move from another's on the same crops, in heatmap pixels.
+
+    Args:
+        reference, candidate: predictions with "crop_coords" [N, K, 2] (crop pixels).
+
+    Returns:
+        {"mean_px", "p95_px", "max_px", "share_above_1px"} over all N x K keypoints.
+    """
+    d = np.linalg.norm(candidate["crop_coords"] - reference["crop_coords"], axis=-1) / stride
+    return {"mean_px": float(d.mean()), "p95_px": float(np.percentile(d, 95)),
+            "max_px": float(d.max()), "share_above_1px": float((d > 1).mean())}
+
+
+def evaluate_on_runtimes(
+    path: str,
+    float_model: keras.Model,
+    instances,
+    ann_file: str,
+    out_dir: str,
+    reference_pred: dict,
+    names: Sequence[str] = RUNTIMES[1:],
+    num_threads: int | None = None,
+    batch_size: int = 32,
+    flip_test: bool = False,
+    decode: str = "dark",
+    metric: Metric | None = None,
+) -> dict[str, dict]:
+    """One .tflite on several runtimes against the float model, in one pass over the crops.
+
+    Args:
+        reference_pred: the file's predictions on the default runtime ("cpu"), which every
+            runtime's keypoints are compared with (``keypoint_shift``).
+        names: the runtimes (default: all but "cpu", which the caller already evaluated).
+
+    Returns:
+        runtime -> its parity report plus "ran": True and "shift_vs_cpu", or {"ran": False,
+        "reason": why it could not run here}.
+    """
+    rows, files = {}, {}
+    for name in names:
+        try:
+            open_session(name, path, num_threads)
+        except RuntimeUnavailable as e:
+            rows[name] = {"runtime": name, "ran": False, "reason": str(e)}
+            continue
+        files[name] = (path, os.path.join(out_dir, name))
+    if not files:
+        return rows
+    _, reports = evaluate_files_against_float(
+        files, float_model, instances, ann_file, os.path.join(out_dir, "float"), num_threads,
+        batch_size, flip_test, decode, metric=metric, runtime={n: n for n in files})
+    for name, rep in reports.items():
+        pred = rep.pop("tflite_result")[1]
+        rows[name] = {**{k: v for k, v in rep.items() if k not in ("stats", "float_stats")},
+                      "ran": True, "shift_vs_cpu": keypoint_shift(reference_pred, pred)}
+    return {name: rows[name] for name in names}
+
+
+def format_runtimes(rows: dict[str, dict]) -> str:
+    """A markdown table: runtime x metric, delta against the float model, keypoint shift
+    against the CPU runtime (heatmap px)."""
+    lines = ["| runtime | metric | float | delta (points) | shift vs cpu: mean / p95 / max px "
+             "| > 1 px |", "|---|---:|---:|---:|---:|---:|"]
+    for name, r in rows.items():
+        if not r.get("ran", True):
+            lines.append(f"| {name} | not run: {r['reason']} | | | | |")
+            continue
+        s = r.get("shift_vs_cpu")
+        shift = (f"{s['mean_px']:.3f} / {s['p95_px']:.3f} / {s['max_px']:.2f} | "
+                 f"{100 * s['share_above_1px']:.2f}%") if s else "(reference) | "
+        lines.append(f"| {name} | {r.get('metric', 'AP')} {100 * r['candidate_ap']:.2f} | "
+                     f"{100 * r['reference_ap']:.2f} | {r['ap_delta_points']:+.2f} | {shift} |")
     return "\n".join(lines)

@@ -68,6 +68,7 @@ def model_card(report: dict, int8: str, source_model: str, measured: dict | None
         "ops": report["ops"],
         "decode_ops": report["decode_ops"],
         "gpu_compatibility": report["gpu_compatibility"],
+        "gpu_residency": report["gpu_residency"],
         "source_model": os.path.abspath(source_model),
         "int8": int8,
         "size_bytes": report["size_bytes"],
@@ -127,25 +128,33 @@ def _write_heatmap_body(body: keras.Model, int8: str, calibration_images: np.nda
 
 
 def _measure_dropin(data: bytes, heatmap_path: str, crops: np.ndarray, work_dir: str,
-                    threads: tuple[int, ...]) -> tuple[dict, dict]:
-    """Decode parity on ``crops`` [N, S, S, 3] and latency against the heatmap file, of the
-    drop-in ``data`` written to a temporary file in ``work_dir``.
+                    threads: tuple[int, ...], min_runtime: str | None
+                    ) -> tuple[dict, dict, dict | None]:
+    """Decode parity on ``crops`` [N, S, S, 3], latency against the heatmap file and the run
+    on the oldest runtime it must support, of the drop-in ``data`` written to a temporary
+    file in ``work_dir``.
 
     Returns:
-        (``dropin_check.decode_parity``, ``dropin_check.measure_latency``) results.
+        (``dropin_check.decode_parity``, ``dropin_check.measure_latency``,
+        ``dropin_check.check_runs_on`` or None) results.
+
+    Raises:
+        ValueError: the file does not run on ``min_runtime`` (naming the op it lacks).
     """
     with _temporary_dropin(data, work_dir) as path:
+        old = dropin_check.check_runs_on(path, min_runtime, crops[0]) if min_runtime else None
         parity = dropin_check.decode_parity(path, crops)
         latency = dropin_check.measure_latency(path, heatmap_path, threads)
     print(f"in-graph vs Python DARK decode on {parity['num_crops']} crops: mean "
           f"{parity['mean_px']:.4f} px, max {parity['max_px']:.4f} px (heatmap pixels)",
           flush=True)
-    return parity, latency
+    return parity, latency, old
 
 
 def export_android(body: keras.Model, int8: str, out_dir: str, calibration_images: np.ndarray,
                    source_model: str, work_dir: str | None = None,
-                   measured: dict | None = None, threads: tuple[int, ...] = (2, 4)) -> dict:
+                   measured: dict | None = None, threads: tuple[int, ...] = (2, 4),
+                   min_runtime: str | None = "2.14") -> dict:
     """Converts, audits, measures and writes the drop-in assets into ``out_dir``.
 
     Also writes the same body's heatmap-output int8 file (``HEATMAP_FILENAME``, the existing
@@ -162,22 +171,27 @@ def export_android(body: keras.Model, int8: str, out_dir: str, calibration_image
         work_dir: where the heatmap-output file goes (default ``out_dir``).
         measured: extra card entries measured elsewhere (e.g. the main job's AP and parity).
         threads: the CPU thread counts the latency is measured with.
+        min_runtime: the oldest runtime the file must load and run on
+            (``dropin_check.MIN_RUNTIMES``; default the Android sample's 2.14); None skips.
 
     Returns:
         The model card.
 
     Raises:
-        ValueError: the heatmap file or the drop-in file fails its audit.
+        ValueError: the heatmap file or the drop-in file fails its audit, or the drop-in
+            does not run on ``min_runtime``.
     """
     work_dir = work_dir or out_dir
     heatmap_path, body_audit = _write_heatmap_body(body, int8, calibration_images, work_dir)
     data = dropin_build.convert_dropin(body, int8, calibration_images)
-    parity, latency = _measure_dropin(data, heatmap_path, calibration_images[:64], work_dir,
-                                      threads)
+    parity, latency, old = _measure_dropin(data, heatmap_path, calibration_images[:64],
+                                           work_dir, threads, min_runtime)
     card_extra = {"int8_body_audit": {"file": HEATMAP_FILENAME, "passed": True,
                                       "ops": body_audit["ops"]},
                   "decode_parity_heatmap_px": parity,
                   "latency_ms_xnnpack_cpu": latency,
+                  "runs_on": {"litert_2.3_cpu": True,
+                              **({f"tflite_{min_runtime}": old} if old else {})},
                   **(measured or {})}
     return write_assets(out_dir, data, int8, source_model, card_extra)
 
@@ -187,4 +201,15 @@ def measured_from_report(report: dict, int8: str) -> dict:
     key = f"int8_{int8}"
     return {"ap": {"float": report.get("float_ap"), key: report.get(f"{key}_ap"),
                    "delta_points": report.get(f"{key}_delta_points")},
-            "parity": report.get("parity", {}).get(key)}
+            "parity": report.get("parity", {}).get(key),
+            "runtimes": {name: _runtime_entry(row)
+                         for name, row in report.get("runtimes", {}).items()}}
+
+
+def _runtime_entry(row: dict) -> dict:
+    """A runtime's line of the card: where the int8 body ran, its AP against the float
+    model and its keypoints against the CPU runtime's, or why it did not run."""
+    if not row["ran"]:
+        return {"ran": False, "reason": row["reason"]}
+    return {"ran": True, "ap": row["candidate_ap"], "delta_points": row["ap_delta_points"],
+            "passed": row["passed"], "shift_vs_cpu_heatmap_px": row.get("shift_vs_cpu")}

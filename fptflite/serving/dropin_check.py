@@ -20,7 +20,7 @@ from ai_edge_litert.interpreter import Interpreter
 from fptflite.codec import decode_heatmaps
 from fptflite.keypoints import COCO_KEYPOINT_NAMES
 from fptflite.tflite import audit as audit_lib
-from fptflite.tflite import litert
+from fptflite.tflite import litert, runtimes
 from fptflite.tflite.benchmark import compare_latency
 from fptflite.tflite.runner import round_half_away_from_zero
 
@@ -64,8 +64,9 @@ def audit_dropin(path: str) -> dict:
     Returns:
         dict with "input"/"output" (shape, dtype), "ops" (name -> count), "decode_ops"
         (from the heatmap DEQUANTIZE on), "body_float_ops" (must be empty),
-        "forbidden_ops", "gpu_compatibility" (the TFLite analyzer's GPU report), "problems"
-        and "passed".
+        "forbidden_ops", "gpu_compatibility" (the TFLite analyzer's GPU report),
+        "gpu_residency" (``runtimes.gpu_residency``: every op on LiteRT's GPU accelerator,
+        checked by running it, or why it could not run here), "problems" and "passed".
 
     Raises:
         FileNotFoundError, ValueError: the file is missing or LiteRT cannot load it.
@@ -88,6 +89,9 @@ def audit_dropin(path: str) -> dict:
     gpu = audit_lib.gpu_compatibility_report(path)
     if "not compatible" in gpu.lower() or "error" in gpu.lower():
         problems.append(f"TFLite analyzer GPU report: {gpu}")
+    residency = runtimes.gpu_residency(path)
+    if residency["checked"] and not residency["fully_accelerated"]:
+        problems.append(f"ops stay off LiteRT's GPU accelerator: {residency['cpu_ops_log']}")
     return {
         "file": os.path.basename(path),
         "size_bytes": os.path.getsize(path),
@@ -102,6 +106,7 @@ def audit_dropin(path: str) -> dict:
         "body_float_ops": sorted(set(body_float)),
         "forbidden_ops": forbidden,
         "gpu_compatibility": gpu,
+        "gpu_residency": residency,
         "problems": problems,
         "passed": not problems,
     }
@@ -112,7 +117,15 @@ def format_dropin_audit(report: dict) -> str:
     return (audit_lib.format_audit_header(report) + "\n"
             f"  in-graph decode (float) ops: {', '.join(report['decode_ops'])}\n"
             f"  forbidden ops: {report['forbidden_ops'] or 'none'}\n"
-            f"  TFLite analyzer GPU report: {report['gpu_compatibility']}")
+            f"  TFLite analyzer GPU report: {report['gpu_compatibility']}\n"
+            f"  LiteRT GPU accelerator: {_residency_line(report['gpu_residency'])}")
+
+
+def _residency_line(residency: dict) -> str:
+    if not residency["checked"]:
+        return f"not checked ({residency['reason']})"
+    return "every op on the GPU" if residency["fully_accelerated"] else \
+        f"ops stay on the CPU: {residency['cpu_ops_log']}"
 
 
 def heatmap_tensor_index(interp: Interpreter, ops: list[litert.Op]) -> int:
@@ -189,3 +202,34 @@ def measure_latency(dropin_path: str, heatmap_path: str, threads: Sequence[int])
                                    "heatmap_int8_ms": round(timed["reference_ms"], 3),
                                    "decode_overhead": round(timed["overhead"], 4)}
     return latency
+
+
+# Runtime versions ``check_runs_on`` can prove a file on (``--min_runtime``), and the runtime
+# that stands for each: the Android pose sample pins a TensorFlow Lite 2.14-era runtime.
+MIN_RUNTIMES = {"2.14": "tflite2.14"}
+
+
+def check_runs_on(path: str, version: str, crop: np.ndarray) -> dict:
+    """Loads and runs ``path`` on the runtime of ``version`` (``MIN_RUNTIMES``).
+
+    Args:
+        crop: one crop [S, S, 3] float 0..255 to run.
+
+    Returns:
+        {"runtime", "ran": True, "converter_min_runtime_version"}.
+
+    Raises:
+        ValueError: an unknown version, or the runtime cannot load or run the file: the
+            message names the runtime, the file and the op (and version) it lacks.
+    """
+    if version not in MIN_RUNTIMES:
+        raise ValueError(f"--min_runtime {version!r}: one of {sorted(MIN_RUNTIMES)}")
+    runtime = MIN_RUNTIMES[version]
+    try:
+        session = runtimes.open_session(runtime, path)
+        session.run(np.clip(round_half_away_from_zero(crop), 0, 255)[None].astype(
+            session.input.dtype))
+    except runtimes.RuntimeUnavailable as e:
+        raise ValueError(f"{path} does not run on TensorFlow Lite {version}: {e}") from e
+    return {"runtime": runtime, "ran": True,
+            "converter_min_runtime_version": litert.min_runtime_version(path)}

@@ -13,24 +13,19 @@ import numpy as np
 
 from fptflite.codec import HEATMAP_STRIDE, decode_heatmaps, heatmap_to_crop
 from fptflite.keypoints import NUM_KEYPOINTS
-from fptflite.tflite.litert import load_interpreter
+from fptflite.tflite import runtimes
 from fptflite.tflite.runner import TFLitePredictor
 
 
 class DropInPredictor:
     """A drop-in file: uint8 [1, S, S, 3] -> float32 [1, 1, K, 3] (y, x, score) in [0, 1]."""
 
-    def __init__(self, path: str, num_threads: int | None = None, interpreter=None):
-        self.path = path
-        self.interpreter = interpreter or load_interpreter(path, num_threads=num_threads)
-        self._in = self.interpreter.get_input_details()[0]
-        self._out = self.interpreter.get_output_details()[0]
-        self.input_size = (int(self._in["shape"][1]), int(self._in["shape"][2]))
+    def __init__(self, path: str, session: runtimes.Session):
+        self.path, self.session = path, session
+        self.input_size = session.input.shape[1:3]
 
     def __call__(self, crop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        self.interpreter.set_tensor(self._in["index"], crop[None].astype(np.uint8))
-        self.interpreter.invoke()
-        out = self.interpreter.get_tensor(self._out["index"]).reshape(-1, 3)
+        out = self.session.run(crop[None].astype(np.uint8)).reshape(-1, 3)
         h, w = self.input_size
         xy = np.stack([out[:, 1] * w - 0.5, out[:, 0] * h - 0.5], axis=1)
         return xy.astype(np.float64), out[:, 2].astype(np.float32)
@@ -48,25 +43,23 @@ class HeatmapPredictor:
         return heatmap_to_crop(coords[0], HEATMAP_STRIDE), scores[0]
 
 
-def _tflite_predictor(path: str, num_threads: int | None):
-    interp = load_interpreter(path, num_threads=num_threads)
-    inp, out = interp.get_input_details(), interp.get_output_details()
-    in_shape = [int(d) for d in inp[0]["shape"]] if len(inp) == 1 else []
-    out_shape = [int(d) for d in out[0]["shape"]] if len(out) == 1 else []
+def _tflite_predictor(path: str, num_threads: int | None, runtime: str):
+    session = runtimes.open_session(runtime, path, num_threads)
+    in_shape, out_shape = list(session.input.shape), list(session.output.shape)
     if len(in_shape) != 4 or in_shape[3] != 3:
         raise ValueError(f"{path} is not a pose model: expected one [1, H, W, 3] image input, "
-                         f"got inputs {[list(d['shape']) for d in inp]}")
+                         f"got {in_shape}")
     if out_shape == [1, 1, NUM_KEYPOINTS, 3]:
-        return DropInPredictor(path, interpreter=interp)
+        return DropInPredictor(path, session)
     if len(out_shape) == 4 and out_shape[3] == NUM_KEYPOINTS and \
             out_shape[1] * HEATMAP_STRIDE == in_shape[1] and \
             out_shape[2] * HEATMAP_STRIDE == in_shape[2]:
-        runner = TFLitePredictor(path, num_threads=num_threads)
+        runner = TFLitePredictor(path, session=session)
         return HeatmapPredictor(runner, runner.input_size)
     raise ValueError(
         f"{path} is not a pose model: expected output [1, 1, {NUM_KEYPOINTS}, 3] (keypoints) "
         f"or [1, {in_shape[1] // HEATMAP_STRIDE}, {in_shape[2] // HEATMAP_STRIDE}, "
-        f"{NUM_KEYPOINTS}] (heatmaps), got outputs {[list(d['shape']) for d in out]}")
+        f"{NUM_KEYPOINTS}] (heatmaps), got {out_shape}")
 
 
 def _keras_predictor(path: str) -> HeatmapPredictor:
@@ -82,7 +75,7 @@ def _keras_predictor(path: str) -> HeatmapPredictor:
     return HeatmapPredictor(heatmaps, (h, w))
 
 
-def load_predictor(path: str, num_threads: int | None = None
+def load_predictor(path: str, num_threads: int | None = None, runtime: str = "cpu"
                    ) -> DropInPredictor | HeatmapPredictor:
     """A predictor for a .tflite file or a .keras/.h5 model file.
 
@@ -93,11 +86,13 @@ def load_predictor(path: str, num_threads: int | None = None
     Args:
         path: a .tflite file (LiteRT; TensorFlow is not imported) or a .keras/.h5 file.
         num_threads: LiteRT CPU threads (.tflite only).
+        runtime: where a .tflite runs (``fptflite.tflite.runtimes.RUNTIMES``).
 
     Raises:
         FileNotFoundError: the path does not exist.
         ValueError: a directory, an unknown extension, or a file that is not a usable pose
             model (naming the file and the problem).
+        RuntimeUnavailable: the runtime cannot start here or cannot load the file.
     """
     if not os.path.exists(path):
         raise FileNotFoundError(f"model not found: {path}")
@@ -106,7 +101,7 @@ def load_predictor(path: str, num_threads: int | None = None
                          "use `python -m fptflite.predict`, which resolves a training dir to "
                          "its best export")
     if path.endswith(".tflite"):
-        return _tflite_predictor(path, num_threads)
+        return _tflite_predictor(path, num_threads, runtime)
     if path.endswith((".keras", ".h5")):
         return _keras_predictor(path)
     raise ValueError(f"{path}: unknown model file type: expected .tflite, .keras or .h5")

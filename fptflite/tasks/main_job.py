@@ -146,6 +146,18 @@ def run(opts: MainJobOptions) -> dict:
 
     report = build_report(st, opts, exported, float_result, reports, predictions,
                           val_instances, qat_path, qat_lr)
+    t = time.time()
+    print(f"== the shipped {report['shipped']['format']} file on every runtime", flush=True)
+    report["runtimes"] = runtime_stage(st, report, exported, predictions, float_model,
+                                       val_instances, opts)
+    print(parity.format_runtimes(report["runtimes"]), flush=True)
+    st.timed("runtimes_s", t)
+    report["timings_s"] = {k: round(v, 1) for k, v in st.timings.items()}
+    failed = [n for n, r in report["runtimes"].items() if r["ran"] and not r["passed"]]
+    if failed:
+        report["shipped"]["parity_passed"] = False
+        report["shipped"]["verdict"] = "; ".join(report["runtimes"][n]["verdict"]
+                                                 for n in failed)
     write_json_atomic(os.path.join(opts.out_dir, "report.json"), report)
     write_bytes_atomic(os.path.join(opts.out_dir, "report.md"),
                        render_markdown(report).encode())
@@ -157,6 +169,31 @@ def run(opts: MainJobOptions) -> dict:
                               calib, opts.android_assets_dir, st.tflite_dir)
     logging.info("main job done in %.0f s", st.timings["total_s"])
     return report
+
+
+def runtime_stage(st: Stages, report: dict, exported: dict, predictions: dict, float_model,
+                  val_instances, opts: MainJobOptions) -> dict[str, dict]:
+    """The shipped file on every runtime (``fptflite.tflite.runtimes``) against the float
+    model and against its own keypoints on the CPU runtime, each checked against the budget.
+
+    Returns:
+        runtime -> parity row with "ran", "passed" and "verdict" (or the reason it did not
+        run here: such a runtime is reported, never silently dropped).
+    """
+    fmt, cfg = report["shipped"]["format"], st.cfg
+    path = exported[fmt]["path"]
+    rows = {"cpu": {**report["parity"][fmt], "ran": True}}
+    rows.update(parity.evaluate_on_runtimes(
+        path, float_model, val_instances, cfg.data.paths()["val_ann"],
+        os.path.join(st.eval_dir, "runtimes"), predictions[fmt],
+        num_threads=opts.num_threads, batch_size=cfg.eval_batch_size,
+        flip_test=cfg.eval_flip_test, decode=cfg.eval_decode))
+    for name, row in rows.items():
+        if row["ran"]:
+            row["verdict"], row["passed"] = parity_verdict(
+                row["reference_ap"], row["candidate_ap"], opts.max_ap_drop,
+                f"{path} on {name}")
+    return rows
 
 
 def draw_pictures(out: str, val_instances, float_pred: dict, int8_pred: dict,
@@ -335,6 +372,10 @@ Is an AP difference real or the luck of these images?
 
 {_fidelity_line(report.get('int8_qat_fidelity'))}
 
+## The shipped file on every runtime
+
+{parity.format_runtimes(report['runtimes']) if report.get('runtimes') else ''}
+
 ## Files
 
 | format | file | size | op audit |
@@ -344,7 +385,7 @@ Is an AP difference real or the luck of these images?
 ## Time (s)
 
 data {t['data_s']}, training {t['train_s']}, QAT {t['qat_s']}, conversion {t['convert_s']},
-evaluation {t['evaluate_s']}, total {t['total_s']}
+evaluation {t['evaluate_s']}, runtimes {t.get('runtimes_s', 0)}, total {t['total_s']}
 
 ## Pictures
 

@@ -1,4 +1,4 @@
-"""Single-image latency of .tflite files with the LiteRT interpreter (XNNPACK, CPU)."""
+"""Single-image latency of .tflite files on a runtime (default: LiteRT with XNNPACK, CPU)."""
 
 from __future__ import annotations
 
@@ -6,27 +6,38 @@ import time
 
 import numpy as np
 
-from fptflite.tflite.litert import load_interpreter
+from fptflite.tflite import runtimes
 
 
 def time_tflite(path: str, num_threads: int, warmup: int = 5, runs: int = 30,
-                seed: int = 0) -> np.ndarray:
-    """Milliseconds of ``runs`` invocations on one random image, after ``warmup`` runs."""
-    interp = load_interpreter(path, num_threads=num_threads)
-    inp = interp.get_input_details()[0]
+                seed: int = 0, runtime: str = "cpu") -> np.ndarray:
+    """Milliseconds of ``runs`` invocations on one random image, after ``warmup`` runs.
+
+    On the interpreter runtimes ("cpu", "cpu_reference") an invocation is ``invoke()``; on
+    the worker runtimes ("gpu", "tflite2.14") a whole ``run`` through the worker's pipe (on
+    lavapipe a GPU time says nothing about a phone's GPU).
+    """
+    session = runtimes.open_session(runtime, path, num_threads)
+    spec = session.input
     rng = np.random.default_rng(seed)
-    if inp["dtype"] == np.float32:
-        x = rng.uniform(0, 255, inp["shape"]).astype(np.float32)
+    if spec.dtype == np.float32:
+        x = rng.uniform(0, 255, spec.shape).astype(np.float32)
     else:
-        info = np.iinfo(inp["dtype"])
-        x = rng.integers(info.min, info.max + 1, inp["shape"]).astype(inp["dtype"])
-    interp.set_tensor(inp["index"], x)
+        info = np.iinfo(spec.dtype)
+        x = rng.integers(info.min, info.max + 1, spec.shape).astype(spec.dtype)
+    if isinstance(session, runtimes.InterpreterSession):
+        interp = session.interpreter
+        interp.set_tensor(interp.get_input_details()[0]["index"], x)
+        invoke = interp.invoke
+    else:
+        def invoke():
+            session.run(x)
     for _ in range(warmup):
-        interp.invoke()
+        invoke()
     out = np.empty(runs)
     for i in range(runs):
         t = time.perf_counter()
-        interp.invoke()
+        invoke()
         out[i] = (time.perf_counter() - t) * 1000
     return out
 

@@ -132,6 +132,22 @@ def list_ops(model_path: str | None = None, model_content: bytes | None = None) 
     return ops
 
 
+def min_runtime_version(model_path: str) -> str | None:
+    """The ``min_runtime_version`` the converter writes into a file's metadata (None where
+    there is none). A lower bound from the converter's table of op versions: it skips op
+    versions the table lacks, ignores custom and Flex ops, and is not rewritten when the
+    flatbuffer is edited afterwards, so only running the file on a runtime proves it loads."""
+    _check_file(model_path)
+    with open(model_path, "rb") as f:
+        model = schema.Model.GetRootAs(f.read(), 0)
+    for i in range(model.MetadataLength()):
+        meta = model.Metadata(i)
+        if meta.Name() == b"min_runtime_version":
+            data = model.Buffers(meta.Buffer()).DataAsNumpy()
+            return bytes(data).split(b"\0", 1)[0].decode() if len(data) else None
+    return None
+
+
 def tensor_details(interpreter: Interpreter) -> dict[int, dict]:
     """``interpreter.get_tensor_details()`` keyed by tensor index."""
     return {int(t["index"]): t for t in interpreter.get_tensor_details()}

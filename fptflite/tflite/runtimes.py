@@ -1,0 +1,263 @@
+"""The runtimes a .tflite meets on a phone, behind one interface (TensorFlow-free).
+
+    cpu            LiteRT's interpreter with its default XNNPACK delegate (the default).
+    cpu_reference  LiteRT's builtin kernels without XNNPACK (TFLite's own int8 kernels, what a
+                   CPU without XNNPACK's int8 path runs).
+    gpu            LiteRT's GPU accelerator (``CompiledModel`` with the WebGPU accelerator the
+                   wheel ships), in a worker process: it crashes a process that has loaded
+                   TensorFlow. An int8 file runs in float on dequantized weights (fp16 by
+                   default, as on most phones). Without a GPU it runs on Mesa's lavapipe
+                   Vulkan driver (``mesa-vulkan-drivers`` >= 25): its numbers are the GPU's
+                   arithmetic, its speed means nothing. Batch 1 only (a resized GPU model
+                   computes garbage without raising), so batches are looped.
+    tflite2.14     TensorFlow Lite 2.14 (``tflite-runtime==2.14.0``, the Android pose sample's
+                   era), in a worker process of its own virtual environment (it needs
+                   ``numpy<2``), created on demand under ``runtimes_dir()``.
+
+``open_session(name, path, num_threads)`` gives a ``Session``: the input and output tensors'
+shape, dtype and quantization, and ``run(x)`` on raw (quantized) arrays [B, ...]. A runtime
+that cannot start raises ``RuntimeUnavailable`` naming the runtime, the file and the reason.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import io
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+
+from fptflite.tflite.litert import load_interpreter
+
+RUNTIMES = ("cpu", "cpu_reference", "gpu", "tflite2.14")
+TFLITE214_REQUIREMENTS = ("tflite-runtime==2.14.0", "numpy<2")
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_WORKER_214 = os.path.join(_HERE, "tflite214_worker.py")
+_WORKER_GPU = os.path.join(_HERE, "gpu_worker.py")
+
+
+class RuntimeUnavailable(RuntimeError):
+    """A runtime that cannot run here or cannot load the file (the message says why)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    """One input or output tensor: shape (batch first), dtype, (scale, zero point)."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    quantization: tuple[float, int]
+
+
+class Session(Protocol):
+    runtime: str
+    input: TensorSpec
+    output: TensorSpec
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Raw output [B, ...] of raw input [B, ...] (the tensors' own dtypes)."""
+
+
+def _spec(detail: dict) -> TensorSpec:
+    scale, zero = detail["quantization"]
+    return TensorSpec(tuple(int(d) for d in detail["shape"]), np.dtype(detail["dtype"]),
+                      (float(scale), int(zero)))
+
+
+class InterpreterSession:
+    """LiteRT's interpreter (``cpu``: with XNNPACK; ``cpu_reference``: builtin kernels)."""
+
+    def __init__(self, runtime: str, path: str, num_threads: int | None = None,
+                 preserve_all_tensors: bool = False):
+        self.runtime = runtime
+        self.interpreter = load_interpreter(path, num_threads=num_threads,
+                                            delegates=runtime == "cpu",
+                                            preserve_all_tensors=preserve_all_tensors)
+        self._single_io(path)
+        self.input = _spec(self.interpreter.get_input_details()[0])
+        self.output = _spec(self.interpreter.get_output_details()[0])
+        self._batch = self.input.shape[0]
+
+    def _single_io(self, path: str) -> None:
+        if len(self.interpreter.get_input_details()) != 1 or \
+                len(self.interpreter.get_output_details()) != 1:
+            raise ValueError(f"{path}: expected one input and one output tensor")
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        if len(x) != self._batch:
+            index = self.interpreter.get_input_details()[0]["index"]
+            self.interpreter.resize_tensor_input(index, [len(x), *self.input.shape[1:]])
+            self.interpreter.allocate_tensors()
+            self._batch = len(x)
+        self.interpreter.set_tensor(self.interpreter.get_input_details()[0]["index"], x)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.interpreter.get_output_details()[0]["index"])
+
+
+def read_npy(stream) -> np.ndarray:
+    """One .npy array from a pipe (``np.load`` needs a seekable file).
+
+    Raises:
+        EOFError: at the end of the stream.
+    """
+    magic = stream.read(8)  # \x93NUMPY, major, minor
+    if len(magic) < 8:
+        raise EOFError("end of stream")
+    length_size = 2 if magic[6] == 1 else 4
+    header_len = int.from_bytes(stream.read(length_size), "little")
+    header = ast.literal_eval(stream.read(header_len).decode("latin1"))
+    dtype, shape = np.dtype(header["descr"]), tuple(header["shape"])
+    count = int(np.prod(shape))
+    data = stream.read(count * dtype.itemsize)
+    order = "F" if header["fortran_order"] else "C"
+    return np.frombuffer(data, dtype, count).reshape(shape, order=order)
+
+
+def runtimes_dir() -> str:
+    """Where runtimes with their own environment live: ``$FPTFLITE_RUNTIMES_DIR``, else
+    ``.runtimes`` beside the package (the checkout, for the editable install)."""
+    default = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           os.pardir, ".runtimes")
+    return os.path.abspath(os.environ.get("FPTFLITE_RUNTIMES_DIR", default))
+
+
+def tflite214_python(create: bool = True) -> str:
+    """The 2.14 environment's python, creating the environment when asked and missing.
+
+    Raises:
+        RuntimeUnavailable: the environment cannot be created (no registry, no venv module),
+            with pip's last lines.
+    """
+    venv = os.path.join(runtimes_dir(), "tflite2.14")
+    python = os.path.join(venv, "bin", "python")
+    if os.path.isfile(python) and os.path.isfile(os.path.join(venv, ".complete")):
+        return python
+    if not create:
+        raise RuntimeUnavailable(f"tflite2.14: no environment at {venv} (run make runtimes)")
+    steps = ([sys.executable, "-m", "venv", "--clear", venv],
+             [python, "-m", "pip", "install", "--quiet", *TFLITE214_REQUIREMENTS])
+    for cmd in steps:
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeUnavailable(
+                f"tflite2.14: cannot create its environment in {venv} ({' '.join(cmd[2:4])} "
+                f"failed): {(done.stderr or done.stdout).strip()[-600:]}")
+    with open(os.path.join(venv, ".complete"), "w") as f:
+        f.write(" ".join(TFLITE214_REQUIREMENTS) + "\n")
+    return python
+
+
+class WorkerSession:
+    """A runtime in a worker process of its own (it must not share a process with
+    TensorFlow): batches go to it as .npy over a pipe, outputs come back the same way.
+
+    The worker writes, once loaded, the input's and the output's [scale, zero point, *shape]
+    and an empty array of each one's dtype; or a string array with its load error.
+    """
+
+    def __init__(self, runtime: str, cmd: list[str], path: str):
+        self.runtime, self._path = runtime, path
+        self._log = tempfile.TemporaryFile()  # the runtimes log much; a pipe could fill up
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=self._log)
+        first = self._read()
+        if first.dtype.kind == "U":
+            raise RuntimeUnavailable(f"{runtime} cannot load {path}: {first.item()}")
+        in_row, out_row = first, self._read()
+        self.input = self._spec(in_row, self._read().dtype)
+        self.output = self._spec(out_row, self._read().dtype)
+
+    @staticmethod
+    def _spec(row: np.ndarray, dtype: np.dtype) -> TensorSpec:
+        return TensorSpec(tuple(int(d) for d in row[2:]), np.dtype(dtype),
+                          (float(row[0]), int(row[1])))
+
+    def _read(self) -> np.ndarray:
+        try:
+            return read_npy(self._proc.stdout)
+        except (EOFError, ValueError) as e:
+            self._proc.wait(timeout=30)
+            self._log.seek(0)
+            tail = self._log.read().decode(errors="replace").strip().splitlines()[-5:]
+            raise RuntimeUnavailable(
+                f"{self.runtime}: its worker for {self._path} ended (exit "
+                f"{self._proc.returncode}): {' | '.join(tail) or e}") from e
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        buf = io.BytesIO()
+        np.lib.format.write_array(buf, np.ascontiguousarray(x, self.input.dtype))
+        self._proc.stdin.write(buf.getvalue())
+        self._proc.stdin.flush()
+        out = self._read()
+        if out.dtype.kind == "U":
+            raise RuntimeError(f"{self.runtime} failed to run {self._path}: {out.item()}")
+        return out
+
+    def __del__(self):
+        proc = getattr(self, "_proc", None)
+        if proc is not None and proc.poll() is None:
+            proc.stdin.close()
+            proc.wait(timeout=30)
+
+
+class Tflite214Session(WorkerSession):
+    """TensorFlow Lite 2.14 (``tflite214_worker.py`` with the 2.14 environment's python)."""
+
+    def __init__(self, path: str, num_threads: int | None = None):
+        cmd = [tflite214_python(), _WORKER_214, os.path.abspath(path), str(num_threads or 0)]
+        super().__init__("tflite2.14", cmd, path)
+
+
+class GpuSession(WorkerSession):
+    """LiteRT's GPU accelerator (``gpu_worker.py``: ``CompiledModel``, one crop per run)."""
+
+    def __init__(self, path: str, num_threads: int | None = None):
+        del num_threads  # the GPU has no thread count
+        super().__init__("gpu", [sys.executable, _WORKER_GPU, os.path.abspath(path)], path)
+
+
+def gpu_residency(path: str) -> dict:
+    """Whether every op of ``path`` runs on LiteRT's GPU accelerator (compiled for the GPU
+    alone, in a worker process), and where not, what its log says of the ops left over.
+
+    Returns:
+        {"checked": True, "fully_accelerated": bool, "cpu_ops_log": [log lines]} or
+        {"checked": False, "reason": why the GPU accelerator could not run here}.
+    """
+    done = subprocess.run([sys.executable, _WORKER_GPU, os.path.abspath(path), "--residency"],
+                          capture_output=True, text=True, timeout=600)
+    answer = done.stdout.strip().splitlines()[-1:] or [""]
+    if done.returncode or answer[0] not in ("full", "partial"):
+        tail = " | ".join(done.stderr.strip().splitlines()[-3:])
+        return {"checked": False, "reason": f"gpu: LiteRT's GPU accelerator cannot compile "
+                                            f"{path}: {answer[0] or tail}"}
+    notes = [ln.strip() for ln in done.stderr.splitlines() if "operations will run on" in ln
+             or "Max version supported" in ln]
+    return {"checked": True, "fully_accelerated": answer[0] == "full",
+            "cpu_ops_log": notes[:20]}
+
+
+_OPENERS: dict[str, Callable[..., Session]] = {
+    "cpu": lambda path, threads: InterpreterSession("cpu", path, threads),
+    "cpu_reference": lambda path, threads: InterpreterSession("cpu_reference", path, threads),
+    "gpu": GpuSession,
+    "tflite2.14": Tflite214Session,
+}
+
+
+def open_session(runtime: str, path: str, num_threads: int | None = None) -> Session:
+    """A session of ``path`` on ``runtime`` (one of ``RUNTIMES``).
+
+    Raises:
+        ValueError: an unknown runtime name.
+        RuntimeUnavailable: the runtime cannot start here or cannot load the file.
+    """
+    if runtime not in _OPENERS:
+        raise ValueError(f"unknown runtime {runtime!r}; one of {RUNTIMES}")
+    return _OPENERS[runtime](path, num_threads)
