@@ -121,7 +121,8 @@ def _android_figures(card: dict | None) -> dict | None:
             "decode_parity_crops": parity.get("num_crops"),
             "latency_ms": card.get("latency_ms_xnnpack_cpu"),
             "gpu_residency": card.get("gpu_residency"),
-            "runs_on": card.get("runs_on")}
+            "runs_on": card.get("runs_on"),
+            "keypoints_vs_cpu": card.get("keypoints_vs_cpu_heatmap_px")}
 
 
 def _runtime_figures(rows: dict | None) -> dict | None:
@@ -252,6 +253,11 @@ def _android_rows(a: dict | None) -> list[Row]:
                         ("every op on the GPU" if res.get("fully_accelerated")
                          else f"ops stay on the CPU: {res.get('cpu_ops_log')}")
                         if res.get("checked") else f"not checked: {res.get('reason')}"))
+    for name, x in (a.get("keypoints_vs_cpu") or {}).items():
+        rows.append(Row(f"Android drop-in on {name}: keypoints vs the CPU runtime's, val crops",
+                        f"mean {x['mean_px']:.3f}, p95 {x['p95_px']:.3f}, max {x['max_px']:.2f}"
+                        f" heatmap px, {100 * x['share_above_1px']:.2f}% > 1 px"
+                        if x["ran"] else f"not run: {x['reason']}"))
     old = (a.get("runs_on") or {}).get("tflite_2.14")
     if old:
         rows.append(Row("Android drop-in on TensorFlow Lite 2.14 (export_android "

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import tf_keras as keras
@@ -154,7 +154,8 @@ def _measure_dropin(data: bytes, heatmap_path: str, crops: np.ndarray, work_dir:
 def export_android(body: keras.Model, int8: str, out_dir: str, calibration_images: np.ndarray,
                    source_model: str, work_dir: str | None = None,
                    measured: dict | None = None, threads: tuple[int, ...] = (2, 4),
-                   min_runtime: str | None = "2.14") -> dict:
+                   min_runtime: str | None = "2.14",
+                   agreement_batches: Iterable[np.ndarray] | None = None) -> dict:
     """Converts, audits, measures and writes the drop-in assets into ``out_dir``.
 
     Also writes the same body's heatmap-output int8 file (``HEATMAP_FILENAME``, the existing
@@ -173,6 +174,9 @@ def export_android(body: keras.Model, int8: str, out_dir: str, calibration_image
         threads: the CPU thread counts the latency is measured with.
         min_runtime: the oldest runtime the file must load and run on
             (``dropin_check.MIN_RUNTIMES``; default the Android sample's 2.14); None skips.
+        agreement_batches: batches of crops [B, S, S, 3] (e.g. the val crops, streamed) on
+            which the drop-in's keypoints on every runtime are compared with the CPU's
+            (``dropin_check.runtime_agreement``); None skips.
 
     Returns:
         The model card.
@@ -186,12 +190,17 @@ def export_android(body: keras.Model, int8: str, out_dir: str, calibration_image
     data = dropin_build.convert_dropin(body, int8, calibration_images)
     parity, latency, old = _measure_dropin(data, heatmap_path, calibration_images[:64],
                                            work_dir, threads, min_runtime)
+    agreement = None
+    if agreement_batches is not None:
+        with _temporary_dropin(data, work_dir) as path:
+            agreement = dropin_check.runtime_agreement(path, agreement_batches)
     card_extra = {"int8_body_audit": {"file": HEATMAP_FILENAME, "passed": True,
                                       "ops": body_audit["ops"]},
                   "decode_parity_heatmap_px": parity,
                   "latency_ms_xnnpack_cpu": latency,
                   "runs_on": {"litert_2.3_cpu": True,
                               **({f"tflite_{min_runtime}": old} if old else {})},
+                  **({"keypoints_vs_cpu_heatmap_px": agreement} if agreement else {}),
                   **(measured or {})}
     return write_assets(out_dir, data, int8, source_model, card_extra)
 

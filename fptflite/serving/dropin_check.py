@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import collections
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
-from fptflite.codec import decode_heatmaps
+from fptflite.codec import HEATMAP_STRIDE, decode_heatmaps
 from fptflite.keypoints import COCO_KEYPOINT_NAMES
 from fptflite.tflite import audit as audit_lib
 from fptflite.tflite import litert, runtimes
@@ -233,3 +233,46 @@ def check_runs_on(path: str, version: str, crop: np.ndarray) -> dict:
         raise ValueError(f"{path} does not run on TensorFlow Lite {version}: {e}") from e
     return {"runtime": runtime, "ran": True,
             "converter_min_runtime_version": litert.min_runtime_version(path)}
+
+
+def _run_each(session: runtimes.Session, crops: np.ndarray) -> np.ndarray:
+    """The drop-in's [N, K, 3] outputs, one crop per run (its batch is fixed at 1)."""
+    return np.concatenate([session.run(c[None]) for c in crops]).reshape(len(crops), -1, 3)
+
+
+def runtime_agreement(path: str, batches: Iterable[np.ndarray],
+                      names: Sequence[str] = runtimes.RUNTIMES[1:]) -> dict[str, dict]:
+    """The drop-in's keypoints on each runtime against its keypoints on the CPU runtime
+    ("cpu", LiteRT with XNNPACK), streamed over batches of crops [B, S, S, 3] float 0..255.
+
+    Returns:
+        runtime -> {"ran": True, "num_keypoints", "mean_px", "p95_px", "max_px",
+        "share_above_1px", "max_score_diff"} in heatmap pixels (S / 4 per unit of the
+        output's [0, 1] coordinates), or {"ran": False, "reason"}.
+    """
+    sessions, out = {}, {}
+    for name in names:
+        try:
+            sessions[name] = runtimes.open_session(name, path)
+        except runtimes.RuntimeUnavailable as e:
+            out[name] = {"ran": False, "reason": str(e)}
+    cpu = runtimes.open_session("cpu", path)
+    scale = cpu.input.shape[1] / HEATMAP_STRIDE
+    dists = {name: [] for name in sessions}
+    score_diff = dict.fromkeys(sessions, 0.0)
+    for crops in batches:
+        x = np.clip(round_half_away_from_zero(crops), 0, 255).astype(np.uint8)
+        ref = _run_each(cpu, x)
+        for name, session in sessions.items():
+            got = _run_each(session, x)
+            dists[name].append(np.hypot(*(got[..., :2] - ref[..., :2]).transpose(2, 0, 1))
+                               .ravel() * scale)
+            score_diff[name] = max(score_diff[name], float(np.abs(got[..., 2] -
+                                                                  ref[..., 2]).max()))
+    for name in sessions:
+        d = np.concatenate(dists[name])
+        out[name] = {"ran": True, "num_keypoints": int(d.size), "mean_px": float(d.mean()),
+                     "p95_px": float(np.percentile(d, 95)), "max_px": float(d.max()),
+                     "share_above_1px": float((d > 1).mean()),
+                     "max_score_diff": score_diff[name]}
+    return {name: out[name] for name in names}

@@ -8,11 +8,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Iterator
 
+import numpy as np
 from absl import logging
 
 from fptflite import quantization, visualization
-from fptflite.data import datasets
+from fptflite.data import datasets, pipeline
 from fptflite.evaluation import bootstrap, parity
 from fptflite.evaluation import fidelity as fidelity_lib
 from fptflite.quantization.model_io import load_model, model_file_extension
@@ -166,7 +168,7 @@ def run(opts: MainJobOptions) -> dict:
                                       f"(report: {os.path.join(opts.out_dir, 'report.md')})")
     if opts.android_assets_dir:
         export_android_assets(report, report["shipped"]["format"], float_model, qat_model,
-                              calib, opts.android_assets_dir, st.tflite_dir)
+                              calib, opts.android_assets_dir, st.tflite_dir, val_instances)
     logging.info("main job done in %.0f s", st.timings["total_s"])
     return report
 
@@ -397,14 +399,24 @@ evaluation {t['evaluate_s']}, runtimes {t.get('runtimes_s', 0)}, total {t['total
 """
 
 
+def val_crop_batches(val_instances, calib) -> Iterator[np.ndarray]:
+    """The val persons' eval crops [B, S, S, 3], streamed in batches of 64."""
+    size = calib.shape[1:3]
+    for images, _ in pipeline.iterate_eval_crops(
+            pipeline.eval_dataset(val_instances, size, 64), val_instances, 64):
+        yield images
+
+
 def export_android_assets(report: dict, shipped_fmt: str, float_model, qat_model, calib,
-                          assets_dir: str, work_dir: str) -> dict:
+                          assets_dir: str, work_dir: str, val_instances) -> dict:
     """Exports the Android drop-in (in-graph decoding) of the shipped int8 body with its model
-    card (AP and parity from ``report``) into ``assets_dir``."""
+    card (AP and parity from ``report``, its keypoints on every runtime against the CPU's on
+    the val crops) into ``assets_dir``."""
     int8 = shipped_fmt.removeprefix("int8_")
     body = qat_model if int8 == "qat" else float_model
     measured = android.measured_from_report(report, int8)
     if int8 == "qat":
         measured["qat_model"] = report["qat_model"]
     return android.export_android(body, int8, assets_dir, calib, report["float_model"],
-                                  work_dir, measured)
+                                  work_dir, measured,
+                                  agreement_batches=val_crop_batches(val_instances, calib))
