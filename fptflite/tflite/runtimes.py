@@ -222,6 +222,11 @@ class GpuSession(WorkerSession):
         super().__init__("gpu", [sys.executable, _WORKER_GPU, os.path.abspath(path)], path)
 
 
+# Lines of the accelerator's log that say why a compilation failed (the rest is noise such as
+# plugins that are not installed).
+_FAILURE_WORDS = ("Error", "error", "Failed to", "dynamic-sized", "not supported")
+
+
 def gpu_residency(path: str) -> dict:
     """Whether every op of ``path`` runs on LiteRT's GPU accelerator (compiled for the GPU
     alone, in a worker process), and where not, what its log says of the ops left over.
@@ -234,9 +239,10 @@ def gpu_residency(path: str) -> dict:
                           capture_output=True, text=True, timeout=600)
     answer = done.stdout.strip().splitlines()[-1:] or [""]
     if done.returncode or answer[0] not in ("full", "partial"):
-        tail = " | ".join(done.stderr.strip().splitlines()[-3:])
+        why = [ln.strip() for ln in done.stderr.splitlines()
+               if any(w in ln for w in _FAILURE_WORDS) and not ln.startswith("INFO:")]
         return {"checked": False, "reason": f"gpu: LiteRT's GPU accelerator cannot compile "
-                                            f"{path}: {answer[0] or tail}"}
+                                            f"{path}: {' | '.join(why[-3:]) or answer[0]}"}
     notes = [ln.strip() for ln in done.stderr.splitlines() if "operations will run on" in ln
              or "Max version supported" in ln]
     return {"checked": True, "fully_accelerated": answer[0] == "full",
