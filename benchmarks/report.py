@@ -216,7 +216,8 @@ def _fidelity_rows(fid: dict | None) -> list[Row]:
     verdict = "PASS" if fid.get("passed") else "FAIL"
     if th:
         verdict += (f" (goal corr >= {th['min_heatmap_correlation']}, shift <= "
-                    f"{th['max_mean_keypoint_shift_px']} px)")
+                    f"{th['max_mean_keypoint_shift_px']:.3f} px: the model's own float noise, "
+                    "at least 0.1 px)")
     figure = (f"heatmap corr {fid['heatmap_correlation']:.5f}, mean keypoint shift "
               f"{fid['mean_keypoint_shift_px']:.3f} crop px"
               + (f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else "") + f": {verdict}")
