@@ -42,8 +42,8 @@ def test_interpreter_runtimes_run_the_file_with_and_without_xnnpack(files):
     a, b = cpu(crops), ref(crops)
     assert a.shape == (16, SIZE, SIZE, 5) and a.std() > 0.01  # not a constant map
     step = cpu.session.output.quantization[0]
-    # Two int8 kernel sets round differently by at most a few output steps.
-    assert np.abs(a - b).max() <= 4 * step + 1e-7
+    # Two int8 kernel sets round differently by an output step (measured: 1 step at most).
+    assert np.abs(a - b).max() <= 2 * step + 1e-7
 
 
 def test_tflite214_runs_the_reference_kernels_bit_for_bit(files):
@@ -68,10 +68,14 @@ def test_gpu_accelerator_runs_the_whole_file_in_float(files):
     paths, crops = files
     session_or_skip("gpu", paths["float32"])
     f32 = TFLitePredictor(paths["float32"], runtime="gpu")(crops)
-    np.testing.assert_allclose(f32, TFLitePredictor(paths["float32"])(crops), atol=5e-3)
+    # Measured: max 6.0e-4 (fp16 arithmetic on the GPU).
+    np.testing.assert_allclose(f32, TFLitePredictor(paths["float32"])(crops), atol=2e-3)
     int8_gpu = TFLitePredictor(paths["int8_ptq"], runtime="gpu")(crops)
     int8_cpu = TFLitePredictor(paths["int8_ptq"])(crops)
-    assert np.abs(int8_gpu - int8_cpu).mean() < 0.02
+    # Measured: mean 3.8e-4, max one output step (1/256).
+    step = TFLitePredictor(paths["int8_ptq"]).session.output.quantization[0]
+    assert np.abs(int8_gpu - int8_cpu).mean() < 1.5e-3
+    assert np.abs(int8_gpu - int8_cpu).max() <= 2 * step + 1e-7
     for path in paths.values():
         assert runtimes.gpu_residency(path) == {
             "checked": True, "fully_accelerated": True, "cpu_ops_log": []}
