@@ -406,8 +406,12 @@ def render_ablation(r: dict) -> list[Row]:
     out = []
     for v, s in r["summary"].items():
         ms = " / ".join(f"{x['mean']:.2f}" for x in s["int8_ms"].values())
+        curve = (f"AP at {' / '.join(s['ap_at'])} of training "
+                 + " / ".join(f"{x['mean']:.3f}" for x in s["ap_at"].values()) + ", "
+                 if s["ap_at"] else "")
         out.append(Row(f"ablation {v}, {setting}, {len(s['seeds'])} seeds",
-                       f"final AP {_pm(s['final_ap'])}, int8 PTQ AP {_pm(s['int8_ap'])}, int8 "
+                       f"final AP {_pm(s['final_ap'])}, {curve}int8 PTQ AP "
+                       f"{_pm(s['int8_ap'])}, int8 "
                        f"{ms} ms ({' / '.join(s['int8_ms'])} threads); "
                        f"{s['macs'] / 1e6:.1f} M MACs, {s['params'] / 1e6:.3f} M params"))
     a, b = r.get("verdicts", {}).get("a"), r.get("verdicts", {}).get("b")

@@ -177,6 +177,11 @@ def test_rerun_does_not_retrain_and_other_recipes_are_refused(study):
     again = ablation.run(_options(out))
     assert _mtimes(out) == before  # no run touched: nothing retrained or re-measured
     assert again["runs"] == json.loads(json.dumps(result["runs"]))
+    # A later invocation with fewer variants still reports every finished run.
+    subset = ablation.run(_options(out, variants=("fasterpose_mse",)))
+    assert subset["seeds_per_variant"] == {"fasterpose_rce": 1, "fasterpose_mse": 1}
+    assert subset["summary"].keys() == {"fasterpose_rce", "fasterpose_mse"}
+    assert _mtimes(out) == before
     saved = (out / "ablation.json").read_bytes()
     with pytest.raises(ValueError, match=r"another recipe .*epochs.*new output dir"):
         ablation.run(_options(out, epochs=3))

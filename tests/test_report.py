@@ -121,7 +121,9 @@ def test_ablation_json_renders_variants_and_verdicts(tmp_path):
     stats = lambda m, sd: {"mean": m, "sd": sd}  # noqa: E731
     summary = {v: {"seeds": [0, 1], "final_ap": stats(ap, 0.01), "int8_ap": stats(ap, 0.02),
                    "int8_ms": {"1": stats(ms, 0.1), "2": stats(ms / 2, 0.1)},
-                   "params": params, "macs": macs, "ap_at": {}, "train_s": stats(1, 0)}
+                   "params": params, "macs": macs, "train_s": stats(1, 0),
+                   "ap_at": {"25%": stats(ap / 4, 0), "50%": stats(ap / 2, 0),
+                             "75%": stats(ap * 0.75, 0)}}
                for v, ap, ms, params, macs in (
                    ("fasterpose_rce", 0.201, 0.89, 358_000, 34_800_000),
                    ("simplebaseline_mse", 0.131, 9.7, 8_054_000, 455_200_000))}
@@ -136,7 +138,8 @@ def test_ablation_json_renders_variants_and_verdicts(tmp_path):
     _write(tmp_path, "ablation.json", {"kind": "ablation", "provenance": PROV, "result": result})
     md = report.render_markdown(report.collect(str(tmp_path)), rel_to=str(tmp_path))
     assert ("| ablation fasterpose_rce, recipe demo, 128x128, 34 epochs, 2 seeds | final AP "
-            "0.201 ± 0.010, int8 PTQ AP 0.201 ± 0.020, int8 0.89 / 0.45 ms (1 / 2 threads); "
+            "0.201 ± 0.010, AP at 25% / 50% / 75% of training 0.050 / 0.101 / 0.151, int8 PTQ AP "
+            "0.201 ± 0.020, int8 0.89 / 0.45 ms (1 / 2 threads); "
             "34.8 M MACs, 0.358 M params |") in md
     assert ("AP matches: supported (final AP difference +0.065 [+0.060, +0.070] over 2 seeds); "
             "MACs fraction 0.077; int8 latency fraction, 1 thread 0.09") in md

@@ -500,13 +500,20 @@ def verdicts(records: list[dict]) -> dict:
     return out
 
 
+def seeds_per_variant(records: list[dict], requested: Sequence[str]) -> dict[str, int]:
+    """Finished runs per variant, over the requested variants and every variant with a run in
+    the output dir (a study may be run in several invocations with different variants)."""
+    names = [v for v in VARIANTS if v in requested or any(r["variant"] == v for r in records)]
+    return {v: sum(r["variant"] == v for r in records) for v in names}
+
+
 def build_result(records: list[dict], state: dict) -> dict:
     """The ablation.json object: recipe, options, runs, summary, verdicts, budget notes."""
     opts: AblationOptions = state["options"]
     return {
         "recipe": state["recipe"], "variants": list(opts.variants), "seeds": list(opts.seeds),
         "budget_minutes": opts.budget_minutes,
-        "seeds_per_variant": {v: sum(r["variant"] == v for r in records) for v in opts.variants},
+        "seeds_per_variant": seeds_per_variant(records, opts.variants),
         "stopped": state["stopped"],
         "cost_estimates": {v: dataclasses.asdict(c) for v, c in state["costs"].items()},
         "runs": records, "summary": summarize(records), "verdicts": verdicts(records),
