@@ -392,6 +392,8 @@ def _pm(s: dict, digits: int = 3) -> str:
 def _paired(d: dict, digits: int = 3) -> str:
     if d.get("mean") is None:
         return "no paired seeds"
+    if d.get("interval") is None:
+        return f"{d['mean']:+.{digits}f} on one seed (no interval)"
     low, high = d["interval"]
     return (f"{d['mean']:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}] over "
             f"{len(d['seeds'])} seeds")

@@ -102,21 +102,29 @@ def test_verdicts_pair_seeds():
 
     records = [rec("fasterpose_rce", 0, 0.30, 35, 1.0), rec("fasterpose_rce", 1, 0.32, 35, 1.0),
                rec("fasterpose_rce", 2, 0.40, 35, 1.0), rec("fasterpose_mse", 0, 0.20, 35, 1.0),
-               rec("fasterpose_mse", 1, 0.25, 35, 1.0),
+               rec("fasterpose_mse", 1, 0.25, 35, 1.0), rec("fasterpose_mse", 2, 0.33, 35, 1.0),
                rec("simplebaseline_mse", 1, 0.36, 455, 10.0)]
     v = ablation.verdicts(records)
     a = v["a"]["final_ap_difference"]
-    assert a["seeds"] == [0, 1] and np.allclose(a["per_seed"], [0.10, 0.07])
+    assert a["seeds"] == [0, 1, 2] and np.allclose(a["per_seed"], [0.10, 0.07, 0.07])
+    # By hand: mean 0.08, sd 0.01732, t(0.975, 2) = 4.303: 0.08 -+ 4.303 * 0.01732 / sqrt(3).
+    assert np.allclose(a["interval"], [0.08 - 0.04303, 0.08 + 0.04303], atol=1e-4)
     assert v["a"]["ends_more_accurate"] == "supported"
     # AP at 25% of 4 epochs = epoch 1, before the first evaluation: the first AP (ap / 2).
-    assert np.allclose(v["a"]["early_ap_difference"]["per_seed"], [0.05, 0.035])
+    assert np.allclose(v["a"]["early_ap_difference"]["per_seed"], [0.05, 0.035, 0.035])
+    # Two seeds 0.10 and 0.07 apart: t(0.975, 1) = 12.706 makes the interval straddle 0.
+    assert ablation.verdicts(records[:5])["a"]["ends_more_accurate"] == "undecided"
     b = v["b"]
-    assert b["final_ap_difference"]["seeds"] == [1]
+    assert b["final_ap_difference"]["seeds"] == [1] and b["final_ap_difference"]["interval"] is None
     assert np.isclose(b["final_ap_difference"]["mean"], -0.04)
+    assert b["ap_matches"] == "one seed"
+    records.append(rec("simplebaseline_mse", 0, 0.34, 455, 10.0))
+    b = ablation.verdicts(records)["b"]
+    assert np.allclose(b["final_ap_difference"]["per_seed"], [-0.04, -0.04])
     assert np.isclose(b["macs_fraction"]["mean"], 35 / 455)
     assert np.isclose(b["int8_ms_fraction_2_threads"]["mean"], 0.1)
     assert b["ap_matches"] == "contradicted"  # 4 AP points behind, beyond the tolerance
-    records[-1]["final_ap"] = 0.325  # half a point behind: within the tolerance
+    records[-2]["final_ap"], records[-1]["final_ap"] = 0.325, 0.305  # half a point behind
     assert ablation.verdicts(records)["b"]["ap_matches"] == "supported"
     assert ablation.verdicts(records[:3])["a"]["ends_more_accurate"] == "not measured"
 

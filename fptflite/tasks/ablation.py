@@ -40,7 +40,7 @@ import numpy as np
 import tf_keras as keras
 
 from fptflite.data import datasets
-from fptflite.evaluation import bootstrap
+from fptflite.evaluation import student_t
 from fptflite.models import MODELS, count_macs, get_entry
 from fptflite.tasks import configs, trainer
 from fptflite.tasks.configs import TrainConfig
@@ -453,8 +453,8 @@ def summarize(records: list[dict]) -> dict[str, dict]:
 def paired(records: list[dict], a: str, b: str, value: Callable[[dict], float],
            ratio: bool = False) -> dict:
     """Per-seed paired ``value(a) - value(b)`` (or ``a / b``) over the seeds both variants
-    have, with the mean and its bootstrap interval (``bootstrap.mean_interval``; with few
-    seeds it only brackets the observed values)."""
+    have, with the mean and its paired t interval (``student_t.mean_interval``; None for one
+    seed, where a mean has no interval)."""
     by_seed = {(r["variant"], r["seed"]): r for r in records}
     seeds = sorted(s for (v, s) in by_seed if v == a and (b, s) in by_seed)
     if not seeds:
@@ -462,15 +462,19 @@ def paired(records: list[dict], a: str, b: str, value: Callable[[dict], float],
     x = [value(by_seed[(a, s)]) for s in seeds]
     y = [value(by_seed[(b, s)]) for s in seeds]
     d = np.divide(x, y) if ratio else np.subtract(x, y)
+    interval = list(student_t.mean_interval(d)) if len(d) > 1 else None
     return {"seeds": seeds, "per_seed": [float(v) for v in d], "mean": float(d.mean()),
-            "interval": list(bootstrap.mean_interval(d))}
+            "interval": interval}
 
 
 def _sign_verdict(d: dict, tolerance: float = 0.0) -> str:
     """"supported" when a paired difference's interval lies above -``tolerance``,
-    "contradicted" below it, else "undecided"; "not measured" without paired seeds."""
-    if d["interval"] is None:
+    "contradicted" below it, else "undecided"; "not measured" without paired seeds and
+    "one seed" (no interval) with one."""
+    if d["mean"] is None:
         return "not measured"
+    if d["interval"] is None:
+        return "one seed"
     low, high = d["interval"]
     if low > -tolerance:
         return "supported"
@@ -533,8 +537,10 @@ def _interval(d: dict, digits: int = 3, sign: str = "+") -> str:
         return "no paired seeds"
     fmt = f"{sign}.{digits}f"
     per_seed = ", ".join(f"{v:{fmt}}" for v in d["per_seed"])
+    if d["interval"] is None:
+        return f"{d['mean']:{fmt}} on seed {d['seeds'][0]} alone (no interval)"
     low, high = d["interval"]
-    return (f"{d['mean']:{fmt}}, 95% interval [{low:{fmt}}, {high:{fmt}}] over seeds "
+    return (f"{d['mean']:{fmt}}, 95% paired t interval [{low:{fmt}}, {high:{fmt}}] over seeds "
             f"{d['seeds']} (per seed: {per_seed})")
 
 
@@ -547,15 +553,17 @@ def format_markdown(result: dict) -> str:
              f"{cfg['input_size'][1]}, {cfg['epochs']} epochs, evaluation every "
              f"{cfg['eval_every_epochs']} epochs (flip test {cfg['eval_flip_test']}); values "
              "are mean ± sd over seeds; AP at x% interpolated between evaluations; int8 = "
-             f"full-integer PTQ, latency median ms at {threads} threads.", "",
+             f"full-integer PTQ, latency median ms at {threads} threads; training minutes "
+             "include the evaluations.", "",
              "| variant | seeds | final AP | AP 25% / 50% / 75% | params (M) | MACs (M) | "
-             f"int8 AP | int8 ms ({threads} thr) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             f"int8 AP | int8 ms ({threads} thr) | training min |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for v, s in result["summary"].items():
         curve = " / ".join(f"{s['ap_at'][k]['mean']:.3f}" for k in s["ap_at"])
         ms = " / ".join(f"{s['int8_ms'][str(n)]['mean']:.2f}" for n in LATENCY_THREADS)
         lines.append(f"| {v} | {len(s['seeds'])} | {_pm(s['final_ap'])} | {curve} | "
                      f"{s['params'] / 1e6:.3f} | {s['macs'] / 1e6:.1f} | {_pm(s['int8_ap'])} | "
-                     f"{ms} |")
+                     f"{ms} | {_pm(s['train_s'], 1 / 60, 1)} |")
     a, b = result["verdicts"]["a"], result["verdicts"]["b"]
     lines += ["", f"Seeds per variant: {result['seeds_per_variant']}"
               + (f"; stopped: {result['stopped']}" if result["stopped"] else ""), "",
