@@ -28,6 +28,8 @@ _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Training seeds (initial we
                            "order), run in this order while the budget lasts.")
 _EPOCHS = flags.DEFINE_integer("epochs", None, "Replace the recipe's number of epochs.")
 _SET = flags.DEFINE_multi_string("set", [], "Further recipe override key=value.")
+_LATENCY_RUNS = flags.DEFINE_integer("latency_runs", 30, "Timed int8 invocations per thread "
+                                     "count, per run and in the closing side-by-side timing.")
 
 
 def main(argv):
@@ -35,7 +37,8 @@ def main(argv):
     result = ablation.run(ablation.AblationOptions(
         out_dir=_OUT.value, recipe=_RECIPE.value, variants=tuple(_VARIANTS.value),
         seeds=tuple(int(s) for s in _SEEDS.value), epochs=_EPOCHS.value,
-        budget_minutes=_BUDGET.value, overrides=tuple(_SET.value)))
+        budget_minutes=_BUDGET.value, overrides=tuple(_SET.value),
+        latency_runs=_LATENCY_RUNS.value))
     print(ablation.format_markdown(result))
     print(f"wrote {_OUT.value}/ablation.{{json,md}} and convergence.png "
           f"({result['session_s']:.0f} s this session)")

@@ -406,15 +406,20 @@ def render_ablation(r: dict) -> list[Row]:
     setting = (f"recipe {r['recipe']['name']}, {cfg['input_size'][0]}x{cfg['input_size'][1]}, "
                f"{cfg['epochs']} epochs")
     out = []
+    side = (r.get("int8_ms_side_by_side") or {}).get("ms", {})
     for v, s in r["summary"].items():
-        ms = " / ".join(f"{x['mean']:.2f}" for x in s["int8_ms"].values())
+        if v in side:  # timed side by side in one process: comparable across variants
+            ms, how = " / ".join(f"{x:.2f}" for x in side[v].values()), ", side by side"
+        else:
+            ms, how = " / ".join(f"{x['mean']:.2f}" for x in s["int8_ms"].values()), ""
         curve = (f"AP at {' / '.join(s['ap_at'])} of training "
                  + " / ".join(f"{x['mean']:.3f}" for x in s["ap_at"].values()) + ", "
                  if s["ap_at"] else "")
-        out.append(Row(f"ablation {v}, {setting}, {len(s['seeds'])} seeds",
+        seeds = f"{len(s['seeds'])} seed{'s' if len(s['seeds']) != 1 else ''}"
+        out.append(Row(f"ablation {v}, {setting}, {seeds}",
                        f"final AP {_pm(s['final_ap'])}, {curve}int8 PTQ AP "
                        f"{_pm(s['int8_ap'])}, int8 "
-                       f"{ms} ms ({' / '.join(s['int8_ms'])} threads); "
+                       f"{ms} ms ({' / '.join(s['int8_ms'])} threads{how}); "
                        f"{s['macs'] / 1e6:.1f} M MACs, {s['params'] / 1e6:.3f} M params"))
     a, b = r.get("verdicts", {}).get("a"), r.get("verdicts", {}).get("b")
     if a:
@@ -424,9 +429,14 @@ def render_ablation(r: dict) -> list[Row]:
                        f"{a['trains_faster']} (AP at {a['early_fraction']:.0%} "
                        f"{_paired(a['early_ap_difference'])})"))
     if b:
-        latency = "; ".join(f"int8 latency fraction, {_threads(int(k.split('_')[-2]))} "
-                            f"{d['mean']:.2f}" for k, d in b.items()
-                            if k.startswith("int8_ms_fraction") and d.get("mean") is not None)
+        side = b.get("int8_ms_fraction_side_by_side")
+        if side:  # timed side by side in one process: the figure to quote
+            latency = "; ".join(f"int8 latency fraction (side by side), {_threads(int(n))} "
+                                f"{x:.3f}" for n, x in side.items())
+        else:
+            latency = "; ".join(f"int8 latency fraction, {_threads(int(k.split('_')[-2]))} "
+                                f"{d['mean']:.2f}" for k, d in b.items()
+                                if k.endswith("_threads") and d.get("mean") is not None)
         macs = b.get("macs_fraction", {})
         out.append(Row(f"claim (b), {b['variants'][0]} vs {b['variants'][1]}",
                        f"AP matches: {b['ap_matches']} (final AP difference "

@@ -18,7 +18,8 @@ RUN_KEYS = {"variant", "seed", "model", "head", "loss", "output_activation", "fe
             "neck_channels", "epochs", "model_dir", "curve", "final_ap", "best_ap", "params",
             "macs", "int8_ap", "int8_ms", "train_s", "int8_s", "run_s", "resumed", "config"}
 RESULT_KEYS = {"recipe", "variants", "seeds", "budget_minutes", "seeds_per_variant", "stopped",
-               "cost_estimates", "runs", "summary", "verdicts", "session_s"}
+               "cost_estimates", "runs", "summary", "int8_ms_side_by_side", "verdicts",
+               "session_s"}
 
 
 def _options(out_dir, **kw):
@@ -124,6 +125,11 @@ def test_verdicts_pair_seeds():
     assert np.isclose(b["macs_fraction"]["mean"], 35 / 455)
     assert np.isclose(b["int8_ms_fraction_2_threads"]["mean"], 0.1)
     assert b["ap_matches"] == "contradicted"  # 4 AP points behind, beyond the tolerance
+    assert b["int8_ms_fraction_side_by_side"] is None  # nothing timed side by side
+    side = {"ms": {"fasterpose_rce": {"1": 1.0, "2": 0.6},
+                   "simplebaseline_mse": {"1": 8.0, "2": 5.0}}}
+    assert ablation.verdicts(records, side)["b"]["int8_ms_fraction_side_by_side"] == {
+        "1": 0.125, "2": 0.12}
     records[-2]["final_ap"], records[-1]["final_ap"] = 0.325, 0.305  # half a point behind
     assert ablation.verdicts(records)["b"]["ap_matches"] == "supported"
     assert ablation.verdicts(records[:3])["a"]["ends_more_accurate"] == "not measured"
@@ -167,6 +173,12 @@ def test_tiny_study_schema_and_curves_from_the_runs(study):
     a = saved["verdicts"]["a"]["final_ap_difference"]
     assert a["per_seed"] == [saved["runs"][0]["final_ap"] - saved["runs"][1]["final_ap"]]
     assert saved["verdicts"]["b"]["ap_matches"] == "not measured"
+    # One int8 file per variant timed side by side: the runs' own files.
+    side = saved["int8_ms_side_by_side"]
+    assert side["files"] == {r["variant"]: os.path.join(r["model_dir"], "int8_ptq.tflite")
+                             for r in saved["runs"]}
+    assert side["runs"] == 3 and all(ms > 0 for t in side["ms"].values() for ms in t.values())
+    assert set(side["ms"]["fasterpose_rce"]) == {"1", "2"}
     table = (out / "ablation.md").read_text()
     assert "| fasterpose_rce | 1 |" in table and "| fasterpose_mse | 1 |" in table
     assert "**(a) RCE vs MSE**" in table

@@ -143,6 +143,15 @@ def test_ablation_json_renders_variants_and_verdicts(tmp_path):
             "34.8 M MACs, 0.358 M params |") in md
     assert ("AP matches: supported (final AP difference +0.065 [+0.060, +0.070] over 2 seeds); "
             "MACs fraction 0.077; int8 latency fraction, 1 thread 0.09") in md
+    # A side-by-side timing, when the study made one, is the latency figure quoted.
+    result["verdicts"]["b"]["int8_ms_fraction_side_by_side"] = {"1": 0.1234, "2": 0.15}
+    result["int8_ms_side_by_side"] = {"ms": {"fasterpose_rce": {"1": 0.9, "2": 0.59}}}
+    _write(tmp_path, "ablation.json", {"kind": "ablation", "provenance": PROV, "result": result})
+    md = report.render_markdown(report.collect(str(tmp_path)), rel_to=str(tmp_path))
+    assert ("MACs fraction 0.077; int8 latency fraction (side by side), 1 thread 0.123; int8 "
+            "latency fraction (side by side), 2 threads 0.150 |") in md
+    assert "int8 0.90 / 0.59 ms (1 / 2 threads, side by side)" in md
+    assert "int8 9.70 / 4.85 ms (1 / 2 threads)" in md  # not timed side by side: the runs' own
 
 
 def test_unknown_kind_is_an_error_naming_the_file(tmp_path):

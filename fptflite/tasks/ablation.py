@@ -384,6 +384,9 @@ def run(opts: AblationOptions, log: Callable[[str], None] = print) -> dict:
             train_run(variant_config(recipe, v, seed), v, run_dir(opts.out_dir, v, seed), opts)
             records = load_records(opts.out_dir, recipe)
             write_outputs(opts.out_dir, build_result(records, state))
+    if records:
+        log("ablation: timing one int8 file per variant side by side")
+        state["side_by_side"] = side_by_side_latency(opts.out_dir, records, opts.latency_runs)
     result = build_result(records, state)
     write_outputs(opts.out_dir, result)
     log(f"ablation: seeds per variant {result['seeds_per_variant']}")
@@ -414,6 +417,33 @@ def _one_epoch_s(records: list[dict], costs: dict[str, Cost]) -> dict[str, float
         if r["variant"] not in out and not r["resumed"]:
             out[r["variant"]] = r["run_s"] / r["epochs"]
     return out
+
+
+def side_by_side_latency(out_dir: str, records: list[dict], runs: int,
+                         rounds: int = 3) -> dict:
+    """Median int8 ms per variant and thread count, timed side by side in this process.
+
+    Latency does not depend on the weights, so one int8 file per variant (its lowest seed's)
+    is timed; the files take turns in ``rounds`` interleaved rounds of ``runs // rounds``
+    invocations so that machine noise hits every variant alike (the per-run figures of
+    ``int8_figures`` were taken minutes or hours apart).
+
+    Returns:
+        {"rounds", "runs", "files": {variant: path relative to out_dir},
+         "ms": {variant: {"1": ms, "2": ms}}}.
+    """
+    files = {}
+    for r in records:
+        files.setdefault(r["variant"], os.path.join(r["model_dir"], "int8_ptq.tflite"))
+    per_round = max(runs // rounds, 1)
+    samples = {v: {str(n): [] for n in LATENCY_THREADS} for v in files}
+    for _ in range(rounds):
+        for n in LATENCY_THREADS:
+            for v, rel in files.items():
+                samples[v][str(n)].extend(benchmark.time_tflite(
+                    os.path.join(out_dir, rel), n, runs=per_round))
+    return {"rounds": rounds, "runs": per_round * rounds, "files": files,
+            "ms": {v: {n: float(np.median(x)) for n, x in t.items()} for v, t in samples.items()}}
 
 
 # ------------------------------------------------------------------- summary, verdicts
@@ -483,9 +513,11 @@ def _sign_verdict(d: dict, tolerance: float = 0.0) -> str:
     return "undecided"
 
 
-def verdicts(records: list[dict]) -> dict:
+def verdicts(records: list[dict], side_by_side: dict | None = None) -> dict:
     """Claim (a): RCE - MSE on the FasterPose head (final AP; AP at 25% for speed). Claim
-    (b): FasterPose - SimpleBaseline final AP, their MACs and int8 latencies as fractions."""
+    (b): FasterPose - SimpleBaseline final AP, their MACs and int8 latencies as fractions:
+    per seed from each run's own timing, and (``int8_ms_fraction_side_by_side``, per thread
+    count) from ``side_by_side_latency``, the figure to quote."""
     a, b = CLAIMS["a"], CLAIMS["b"]
     early = CURVE_FRACTIONS[0]
     final_a = paired(records, *a, lambda r: r["final_ap"])
@@ -501,6 +533,9 @@ def verdicts(records: list[dict]) -> dict:
     for n in LATENCY_THREADS:
         out["b"][f"int8_ms_fraction_{n}_threads"] = paired(
             records, *b, lambda r, n=n: r["int8_ms"][str(n)], ratio=True)
+    ms = (side_by_side or {}).get("ms", {})
+    out["b"]["int8_ms_fraction_side_by_side"] = (
+        {n: ms[b[0]][n] / ms[b[1]][n] for n in ms[b[0]]} if b[0] in ms and b[1] in ms else None)
     return out
 
 
@@ -520,7 +555,9 @@ def build_result(records: list[dict], state: dict) -> dict:
         "seeds_per_variant": seeds_per_variant(records, opts.variants),
         "stopped": state["stopped"],
         "cost_estimates": {v: dataclasses.asdict(c) for v, c in state["costs"].items()},
-        "runs": records, "summary": summarize(records), "verdicts": verdicts(records),
+        "runs": records, "summary": summarize(records),
+        "int8_ms_side_by_side": state.get("side_by_side"),
+        "verdicts": verdicts(records, state.get("side_by_side")),
         "session_s": round(time.perf_counter() - state["start"], 1)}
 
 
@@ -579,6 +616,15 @@ def format_markdown(result: dict) -> str:
                   f"{_interval(b[f'int8_ms_fraction_{n}_threads'], sign='')}"
                   for n in LATENCY_THREADS)
               + "."]
+    side = b.get("int8_ms_fraction_side_by_side")
+    if side:
+        ms = result["int8_ms_side_by_side"]["ms"]
+        lines += ["", "Int8 latency timed side by side in one process (one file per variant, "
+                  f"{result['int8_ms_side_by_side']['rounds']} interleaved rounds): "
+                  + "; ".join(f"{v} {' / '.join(f'{t[str(n)]:.2f}' for n in LATENCY_THREADS)} ms"
+                              for v, t in ms.items())
+                  + f" ({threads} threads); FasterPose / SimpleBaseline "
+                  + " / ".join(f"{side[str(n)]:.3f}" for n in LATENCY_THREADS) + "."]
     return "\n".join(lines) + "\n"
 
 
