@@ -26,9 +26,9 @@ import numpy as np
 from pycocotools.cocoeval import COCOeval
 
 from fptflite.data.coco import load_coco, read_json
+from fptflite.evaluation.student_t import DEFAULT_CONFIDENCE
 
 DEFAULT_NUM_RESAMPLES = 1000
-DEFAULT_CONFIDENCE = 0.95
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-DEFAULT_CONFIDENCE = 0.95
+DEFAULT_CONFIDENCE = 0.95  # of every interval the evaluation reports (bootstrap too)
 _GRID_POINTS = 20001  # Simpson's rule points for the CDF integral (odd)
 
 

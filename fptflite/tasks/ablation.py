@@ -23,7 +23,11 @@ threads (LiteRT, XNNPACK) are measured, and the run's record ``ablation_run.json
 last. A record marks a finished run, never retrained; a killed study resumes the unfinished
 run from its checkpoint. Seeds are run in rounds (every variant's seed k before seed k + 1)
 and a round starts only when its estimated cost (measured runs of the variant, else a probe
-of a few training steps and one evaluation) fits the rest of the budget.
+of a few training steps and one evaluation) fits the rest of the budget. At the end of every
+invocation one int8 file per variant is timed again, side by side in one process
+(``side_by_side_latency``): the latency fractions of claim (b) come from that timing, since
+the per-run timings were taken hours apart. Paired differences over seeds get a Student-t
+interval (``fptflite.evaluation.student_t``).
 """
 
 from __future__ import annotations
