@@ -53,6 +53,7 @@ from fptflite.utils.io import atomic_path, write_bytes_atomic, write_json_atomic
 
 RESULT_FILE = "ablation.json"
 RUN_RECORD = "ablation_run.json"
+INT8_FILE = "int8_ptq.tflite"  # a run's int8 PTQ file, in its model dir
 LATENCY_THREADS = (1, 2)
 CURVE_FRACTIONS = (0.25, 0.5, 0.75)  # the table's AP "at 25/50/75% of training"
 EVALS_PER_RUN = 8  # default evaluation period: epochs // EVALS_PER_RUN
@@ -281,7 +282,7 @@ def train_run(cfg: TrainConfig, variant: str, model_dir: str, opts: AblationOpti
         final = json.load(f)
     metric = trainer.metric_of(cfg)
     t1 = time.perf_counter()
-    int8 = int8_figures(result.model, cfg, t, os.path.join(model_dir, "int8_ptq.tflite"), opts)
+    int8 = int8_figures(result.model, cfg, t, os.path.join(model_dir, INT8_FILE), opts)
     v = get_variant(variant)
     record = {
         "variant": variant, "seed": cfg.seed, "model": cfg.model, "head": v.head,
@@ -438,7 +439,7 @@ def side_by_side_latency(out_dir: str, records: list[dict], runs: int,
     """
     files = {}
     for r in records:
-        files.setdefault(r["variant"], os.path.join(r["model_dir"], "int8_ptq.tflite"))
+        files.setdefault(r["variant"], os.path.join(r["model_dir"], INT8_FILE))
     per_round = max(runs // rounds, 1)
     samples = {v: {str(n): [] for n in LATENCY_THREADS} for v in files}
     for _ in range(rounds):
