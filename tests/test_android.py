@@ -131,6 +131,19 @@ def test_dropin_needs_a_square_input():
         dropin_build.build_dropin_model(build_model("fasterpose_mnv2_035", (64, 32)))
 
 
+def test_contract_refuses_a_dynamic_batch():
+    """[-1, S, S, 3] in the signature breaks LiteRT.js and GPU accelerators: a problem."""
+    def details(shape, sig, dtype):
+        return [{"shape": np.array(shape), "shape_signature": np.array(sig), "dtype": dtype}]
+
+    ok_out = details([1, 1, 17, 3], [1, 1, 17, 3], np.float32)
+    assert dropin_check._interface_problems(
+        details([1, 64, 64, 3], [1, 64, 64, 3], np.uint8), ok_out) == []
+    problems = dropin_check._interface_problems(
+        details([1, 64, 64, 3], [-1, 64, 64, 3], np.uint8), ok_out)
+    assert len(problems) == 1 and "static" in problems[0] and "[-1, 64, 64, 3]" in problems[0]
+
+
 def _frames_dataset(root):
     """Single-figure frames as a COCO-layout dataset (val = train), with the frames."""
     from fptflite.data import synthetic_video
@@ -196,6 +209,7 @@ def test_dropin_file_contract_and_ops(dropin):
     report = dropin_check.audit_dropin(path)
     assert report["passed"], report["problems"]
     assert report["input"] == {"shape": [1, SIZE, SIZE, 3], "dtype": "uint8",
+                               "shape_signature": [1, SIZE, SIZE, 3],  # static: LiteRT.js
                                "quantization": report["input"]["quantization"]}
     assert report["output"] == {"shape": [1, 1, 17, 3], "dtype": "float32"}
     assert not set(report["ops"]) & dropin_check.FORBIDDEN_OPS

@@ -118,7 +118,9 @@ def _write_heatmap_body(body: keras.Model, int8: str, calibration_images: np.nda
     os.makedirs(work_dir, exist_ok=True)
     heatmap_path = os.path.join(work_dir, HEATMAP_FILENAME)
     fmt = "int8_qat" if int8 == "qat" else "int8_ptq"
-    write_bytes_atomic(heatmap_path, convert_lib.convert(body, fmt, calibration_images))
+    # Batch 1 like the drop-in, so that the two files are compared like for like.
+    write_bytes_atomic(heatmap_path, convert_lib.convert(body, fmt, calibration_images,
+                                                         batch_size=dropin_build.DROPIN_BATCH))
     body_audit = audit_lib.audit(heatmap_path, expect_int8=True)
     print(audit_lib.format_audit(body_audit), flush=True)
     if not body_audit["passed"]:

@@ -28,6 +28,9 @@ from fptflite.tflite.litert import load_interpreter
 
 DECODE_LAYER_NAME = "keypoint_decode"
 INT8_MODES = ("qat", "ptq")
+# The app feeds one crop: the file's batch is fixed to 1 in its shape signature (LiteRT.js and
+# GPU accelerators refuse a dynamic [-1, S, S, 3] input).
+DROPIN_BATCH = 1
 
 
 def build_dropin_model(body: keras.Model) -> keras.Model:
@@ -58,7 +61,8 @@ def convert_dropin(body: keras.Model, int8: str,
         calibration_images: eval crops [N, S, S, 3] float 0..255 (PTQ only).
 
     Returns:
-        The .tflite bytes: uint8 [1, S, S, 3] -> float32 [1, 1, K, 3].
+        The .tflite bytes: uint8 [1, S, S, 3] -> float32 [1, 1, K, 3], batch 1 also in the
+        shape signature.
 
     Raises:
         ValueError: an unknown ``int8``, a body that does not match it, or no calibration
@@ -84,7 +88,7 @@ def _convert_qat(model: keras.Model) -> bytes:
     converter (given no representative data) keeps it float. uint8 input, float32 output.
     (The QuantizationDebugger of the PTQ path does not accept QAT models.)"""
     with convert_lib.distinct_uniform_biases(model):
-        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        converter = convert_lib.keras_converter(model, DROPIN_BATCH)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.inference_input_type = tf.uint8
         return converter.convert()
@@ -92,7 +96,7 @@ def _convert_qat(model: keras.Model) -> bytes:
 
 def _decode_tensor_names(model: keras.Model) -> list[str]:
     """Output tensor names of the decode's ops in the float .tflite of ``model``."""
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter = convert_lib.keras_converter(model, DROPIN_BATCH)
     interp = load_interpreter(model_content=converter.convert(), delegates=False)
     names = [t["name"] for t in interp.get_tensor_details()
              if t["name"].split(";")[0].startswith(DECODE_LAYER_NAME + "/")
@@ -104,7 +108,7 @@ def _decode_tensor_names(model: keras.Model) -> list[str]:
 def _convert_selective(model: keras.Model, calibration_images: np.ndarray) -> bytes:
     """int8 everywhere except the decode layer's tensors; uint8 input, float32 output."""
     dataset = convert_lib.representative_dataset(calibration_images)
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter = convert_lib.keras_converter(model, DROPIN_BATCH)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
                                            tf.lite.OpsSet.TFLITE_BUILTINS]

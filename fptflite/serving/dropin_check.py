@@ -45,7 +45,8 @@ def _split_body_decode(interp: Interpreter, ops: list[litert.Op]
 
 
 def _interface_problems(inp: list[dict], out: list[dict]) -> list[str]:
-    """The MoveNet contract: one uint8 [1, S, S, 3] input, one float32 [1, 1, 17, 3] output."""
+    """The MoveNet contract: one uint8 [1, S, S, 3] input, one float32 [1, 1, 17, 3] output,
+    both with batch 1 in their shape signatures too."""
     problems = []
     if len(inp) != 1 or inp[0]["dtype"] != np.uint8 or len(inp[0]["shape"]) != 4 \
             or inp[0]["shape"][1] != inp[0]["shape"][2] or inp[0]["shape"][3] != 3:
@@ -55,6 +56,12 @@ def _interface_problems(inp: list[dict], out: list[dict]) -> list[str]:
             list(out[0]["shape"]) != [1, 1, len(COCO_KEYPOINT_NAMES), 3]:
         problems.append(f"output must be one float32 [1, 1, 17, 3], got "
                         f"{[(list(d['shape']), d['dtype'].__name__) for d in out]}")
+    dynamic = [[int(v) for v in d["shape_signature"]] for d in (*inp, *out)
+               if -1 in list(d.get("shape_signature", []))]
+    if dynamic:
+        problems.append(f"the batch must be static (1) in the shape signature, got {dynamic}: "
+                        "LiteRT.js refuses a dynamic [-1, S, S, 3] input and LiteRT's GPU "
+                        "accelerator a graph with dynamic-sized tensors")
     return problems
 
 
@@ -96,6 +103,7 @@ def audit_dropin(path: str) -> dict:
         "file": os.path.basename(path),
         "size_bytes": os.path.getsize(path),
         "input": {"shape": [int(d) for d in inp[0]["shape"]],
+                  "shape_signature": [int(d) for d in inp[0]["shape_signature"]],
                   "dtype": inp[0]["dtype"].__name__,
                   "quantization": [float(v) for v in inp[0]["quantization"]]},
         "output": {"shape": [int(d) for d in out[0]["shape"]],

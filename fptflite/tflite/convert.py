@@ -47,6 +47,7 @@ def convert(
     calibration_images: np.ndarray | None = None,
     input_type: str = "uint8",
     output_type: str = "uint8",
+    batch_size: int | None = None,
 ) -> bytes:
     """Converts a Keras model to a TFLite flatbuffer.
 
@@ -58,6 +59,9 @@ def convert(
             where a tensor has none). For int8_qat, weight ranges too narrow for an int32
             bias are first widened in ``model`` itself (``quantization.fit_biases_to_int32``).
         input_type / output_type: "uint8", "int8" or "float32" (int8 formats only).
+        batch_size: None keeps the model's dynamic batch (shape signature [-1, H, W, 3]: the
+            file takes batches); an int fixes it (``keras_converter``), for consumers that
+            feed one image (the Android sample, LiteRT.js, GPU accelerators).
 
     Returns:
         The .tflite bytes.
@@ -77,13 +81,40 @@ def convert(
     if fmt == "int8_qat":
         match_qat_biases_to_file(model)
         with distinct_uniform_biases(model):
-            return _converter(model, fmt, calibration_images, input_type, output_type).convert()
-    return _converter(model, fmt, calibration_images, input_type, output_type).convert()
+            return _converter(model, fmt, calibration_images, input_type, output_type,
+                              batch_size).convert()
+    return _converter(model, fmt, calibration_images, input_type, output_type,
+                      batch_size).convert()
+
+
+def keras_converter(model: keras.Model, batch_size: int | None = None
+                    ) -> tf.lite.TFLiteConverter:
+    """The converter of a single-input Keras model, with a dynamic or a fixed batch.
+
+    Args:
+        model: a Keras model, input [N, H, W, C].
+        batch_size: None: ``from_keras_model`` (shape signature [-1, H, W, C]). An int: the
+            model traced at [batch_size, H, W, C] (``from_concrete_functions``): the
+            signature is static, and ops that computed shapes from the batch (SHAPE /
+            STRIDED_SLICE / PACK before a TRANSPOSE_CONV) fold into constants. Tensor names
+            and the signature's input and output names are the same either way.
+    """
+    if batch_size is None:
+        return tf.lite.TFLiteConverter.from_keras_model(model)
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ValueError(f"{model.name}: a fixed batch needs one input and one output")
+    spec = tf.TensorSpec([batch_size, *model.inputs[0].shape[1:]], model.inputs[0].dtype,
+                         name=model.input_names[0])
+    name = model.output_names[0]
+    fn = tf.function(lambda x: {name: model(x, training=False)})
+    return tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function(spec)],
+                                                           model)
 
 
 def _converter(model: keras.Model, fmt: str, calibration_images: np.ndarray | None,
-               input_type: str, output_type: str) -> tf.lite.TFLiteConverter:
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+               input_type: str, output_type: str, batch_size: int | None = None
+               ) -> tf.lite.TFLiteConverter:
+    converter = keras_converter(model, batch_size)
     if fmt == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
