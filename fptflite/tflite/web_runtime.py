@@ -48,9 +48,12 @@ def web_dir() -> str:
 
 
 def chromium_path() -> str | None:
-    """The system Chromium: ``$FPTFLITE_CHROMIUM``, else ``chromium`` on PATH."""
-    return os.environ.get("FPTFLITE_CHROMIUM") or shutil.which("chromium") or \
-        shutil.which("chromium-browser")
+    """The system Chromium: ``$FPTFLITE_CHROMIUM`` (None if that file is missing), else
+    ``chromium`` on PATH."""
+    if os.environ.get("FPTFLITE_CHROMIUM"):
+        path = os.environ["FPTFLITE_CHROMIUM"]
+        return path if os.path.isfile(path) else None
+    return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def missing() -> list[str]:

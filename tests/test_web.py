@@ -1,0 +1,135 @@
+"""The browser as a runtime: static batch-1 files (signature copy and conversion), and the
+same file in LiteRT.js (headless Chromium, ``web`` / ``web_gpu``) against LiteRT on the CPU."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+from helpers.runtimes import require_all, session_or_skip
+
+from fptflite.models import build_model
+from fptflite.tflite import convert, litert, runtimes, static_batch, web_runtime
+
+SIZE = 16
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A small conv net with sigmoid outputs as int8 (uint8 I/O), int8 (int8 I/O) and float32
+    files, all with the converter's dynamic batch [-1, 16, 16, 3]."""
+    tf.keras.utils.set_random_seed(3)
+    model = keras.Sequential([
+        keras.Input((SIZE, SIZE, 3)),
+        keras.layers.Rescaling(1 / 127.5, -1),
+        keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
+        keras.layers.DepthwiseConv2D(3, padding="same", activation="relu"),
+        keras.layers.Conv2D(5, 1),
+        keras.layers.Activation("sigmoid")])
+    crops = np.random.default_rng(0).uniform(0, 255, (16, SIZE, SIZE, 3)).astype(np.float32)
+    root = tmp_path_factory.mktemp("web")
+    paths = {}
+    for name, fmt, io in (("int8", "int8_ptq", "uint8"), ("int8_io", "int8_ptq", "int8"),
+                          ("float32", "float32", "uint8")):
+        paths[name] = str(root / f"{name}.tflite")
+        with open(paths[name], "wb") as f:
+            f.write(convert.convert(model, fmt, None if fmt == "float32" else crops, io, io))
+    return paths, crops
+
+
+def _signature(path):
+    return list(litert.load_interpreter(path).get_input_details()[0]["shape_signature"])
+
+
+def test_static_batch_copy_fixes_the_signature_and_keeps_the_outputs(files, tmp_path):
+    paths, crops = files
+    data = open(paths["int8"], "rb").read()
+    assert static_batch.input_signatures(data) == [[-1, SIZE, SIZE, 3]]
+    copy = static_batch.static_batch_copy(data)
+    assert len(copy) == len(data) and not static_batch.has_dynamic_batch(copy)
+    path = tmp_path / "static.tflite"
+    path.write_bytes(copy)
+    interp = litert.load_interpreter(str(path))
+    assert all(-1 not in list(t["shape_signature"]) for t in interp.get_tensor_details())
+    x = np.round(crops[:1]).astype(np.uint8)
+    np.testing.assert_array_equal(runtimes.open_session("cpu", str(path)).run(x),
+                                  runtimes.open_session("cpu", paths["int8"]).run(x))
+    assert static_batch.static_batch_copy(copy) == copy
+
+
+def test_batch_one_conversion_folds_the_batch_shape_ops(tmp_path):
+    """SimpleBaseline's TRANSPOSE_CONV output shapes come from SHAPE / STRIDED_SLICE / PACK on
+    the batch; traced at batch 1 they fold away, and the heatmaps are the same."""
+    model = build_model("simplebaseline_mnv2_050", (64, 64))
+    files = {}
+    for batch in (None, 1):
+        files[batch] = str(tmp_path / f"b{batch}.tflite")
+        with open(files[batch], "wb") as f:
+            f.write(convert.convert(model, "float32", batch_size=batch))
+    ops = {b: {op.name for op in litert.list_ops(p)} for b, p in files.items()}
+    assert {"SHAPE", "STRIDED_SLICE", "PACK"} <= ops[None]
+    assert not {"SHAPE", "STRIDED_SLICE", "PACK"} & ops[1] and "TRANSPOSE_CONV" in ops[1]
+    assert _signature(files[None]) == [-1, 64, 64, 3] and _signature(files[1]) == [1, 64, 64, 3]
+    x = np.random.default_rng(1).uniform(0, 255, (1, 64, 64, 3)).astype(np.float32)
+    a = runtimes.open_session("cpu", files[1]).run(x)
+    b = runtimes.open_session("cpu", files[None]).run(x)
+    np.testing.assert_allclose(a, b, atol=1e-5)  # the same graph, ops folded
+    names = [litert.load_interpreter(p).get_signature_list() for p in files.values()]
+    assert names[0] == names[1]  # the same input and output names
+
+
+def test_web_runs_the_int8_file_as_the_cpu_does(files):
+    """LiteRT.js on wasm runs XNNPACK's int8 kernels: measured identical to LiteRT's CPU
+    runtime. The dynamic-batch file runs as a static copy, batches one crop at a time."""
+    paths, crops = files
+    web = session_or_skip("web", paths["int8"])
+    assert web.static_copy and web.info["accelerator"] == "wasm"
+    assert web.input.shape == (1, SIZE, SIZE, 3) and web.input.dtype == np.uint8
+    x = np.round(crops).astype(np.uint8)
+    out = web.run(x)
+    assert out.shape == (16, SIZE, SIZE, 5) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, runtimes.open_session("cpu", paths["int8"]).run(x))
+    f32 = session_or_skip("web", paths["float32"]).run(crops)
+    # Measured: max 1.2e-7 (float32 rounding of a different summation order).
+    np.testing.assert_allclose(f32, runtimes.open_session("cpu", paths["float32"]).run(crops),
+                               atol=1e-6)
+
+
+def test_web_threaded_build_gives_the_same_outputs(files):
+    paths, crops = files
+    web = session_or_skip("web", paths["int8"])
+    threaded = web_runtime.WebSession(paths["int8"], num_threads=2)
+    assert threaded.info["runtime"]["threads"] and threaded.info["numThreads"] == 2
+    x = np.round(crops[:4]).astype(np.uint8)
+    np.testing.assert_array_equal(threaded.run(x), web.run(x))
+
+
+def test_web_gpu_runs_the_file_on_webgpu(files):
+    """WebGPU (lavapipe on a machine without a GPU): an int8 file runs in float on
+    dequantized weights; measured identical to the CPU on this net (max 0 steps), float32
+    within 1.2e-7."""
+    paths, crops = files
+    gpu = session_or_skip("web_gpu", paths["float32"])
+    assert gpu.info["accelerator"] == "webgpu" and gpu.info["isFullyAccelerated"]
+    np.testing.assert_allclose(gpu.run(crops),
+                               runtimes.open_session("cpu", paths["float32"]).run(crops),
+                               atol=1e-6)
+    x = np.round(crops).astype(np.uint8)
+    step = 1  # one uint8 output step
+    diff = np.abs(session_or_skip("web_gpu", paths["int8"]).run(x).astype(int)
+                  - runtimes.open_session("cpu", paths["int8"]).run(x))
+    assert diff.max() <= step
+
+
+def test_web_says_what_is_missing_and_what_it_cannot_load(files, tmp_path, monkeypatch):
+    paths, _ = files
+    if require_all() or not web_runtime.missing():
+        with pytest.raises(runtimes.RuntimeUnavailable, match="Element type INT8"):
+            runtimes.open_session("web", paths["int8_io"])  # LiteRT.js has no int8 tensors
+    monkeypatch.setenv("FPTFLITE_WEB_DIR", str(tmp_path))  # no node_modules there
+    monkeypatch.setenv("FPTFLITE_CHROMIUM", str(tmp_path / "no-chromium"))
+    with pytest.raises(runtimes.RuntimeUnavailable) as e:
+        runtimes.open_session("web_gpu", paths["int8"])
+    message = str(e.value)
+    assert message.startswith("web_gpu: missing") and message.endswith(": make web")
+    assert "@litertjs/core" in message and "puppeteer-core" in message and "Chromium" in message
+    assert "web" in runtimes.RUNTIMES and "web_gpu" in runtimes.RUNTIMES
