@@ -29,7 +29,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("fptflite.evaluation",),
     ("fptflite.serving",),
     ("fptflite.tasks",),
-    ("fptflite.predict", "training", "conversion", "benchmarks"),
+    ("fptflite.predict", "fptflite.serve_web", "training", "conversion", "benchmarks"),
 )
 SOURCES = ("fptflite", "training", "conversion", "benchmarks")
 

@@ -95,7 +95,13 @@ export async function launchChromium(webgpu) {
     executablePath, headless: true, args: chromiumArgs(userDataDir, webgpu),
     ignoreDefaultArgs: ['--enable-automation'], env: process.env,
   });
-  browser.on('disconnected', () => fs.rmSync(userDataDir, {recursive: true, force: true}));
+  browser.on('disconnected', () => {
+    try {  // Chromium may still be writing its profile as it exits
+      fs.rmSync(userDataDir, {recursive: true, force: true, maxRetries: 5});
+    } catch (e) {
+      process.stderr.write(`could not remove ${userDataDir}: ${e.message}\n`);
+    }
+  });
   return browser;
 }
 
