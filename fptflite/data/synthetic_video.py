@@ -6,6 +6,8 @@ background, static or moving along a smooth path, with its ground-truth keypoint
 
 from __future__ import annotations
 
+import os
+
 import cv2
 import numpy as np
 
@@ -53,8 +55,9 @@ def frames(num_frames: int, size: tuple[int, int] = (480, 640), seed: int = 0,
 
 
 def write_video(path: str, frames_rgb: list[np.ndarray], fps: float = 30.0) -> None:
-    """Writes frames to an .mp4 (mp4v) or .avi (MJPG) file atomically."""
-    fourcc = "MJPG" if path.lower().endswith(".avi") else "mp4v"
+    """Writes frames to an .mp4 (mp4v), .avi (MJPG) or .webm (VP8: what browsers play) file
+    atomically."""
+    fourcc = {".avi": "MJPG", ".webm": "VP80"}.get(os.path.splitext(path.lower())[1], "mp4v")
     h, w = frames_rgb[0].shape[:2]
     with atomic_path(path) as tmp:
         writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))

@@ -12,7 +12,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import http.server
+import json
 import os
+import subprocess
+import tempfile
 import threading
 import urllib.parse
 
@@ -185,3 +188,36 @@ def serve_in_thread(model: ServedModel, port: int = 0
     server = make_server(model, port)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def drive_page(url: str, upload: str | None = None, boxes: str | None = None,
+               screenshot: str | None = None, webgpu: bool = False, wait: str | None = None,
+               result: str | None = None, timeout: float = 300) -> dict:
+    """Opens ``url`` in headless Chromium (``web/page_driver.mjs``) and returns what the page
+    computed: ``window.pose`` (or the ``result`` expression), after uploading ``upload``
+    through the page's file input (with ``boxes`` JSON in its boxes field) and waiting for it.
+
+    Returns:
+        {"result": the page's value (JSON), "log": the page's console lines}.
+
+    Raises:
+        RuntimeError: the driver failed (with its stderr).
+    """
+    with tempfile.TemporaryDirectory(prefix="fptflite-page-") as tmp:
+        out = os.path.join(tmp, "page.json")
+        cmd = ["node", os.path.join(web_runtime.web_dir(), "page_driver.mjs"), url, out,
+               f"--timeout={timeout}"]
+        cmd += [f"--upload={upload}"] if upload else []
+        cmd += [f"--boxes={boxes}"] if boxes else []
+        cmd += [f"--screenshot={screenshot}"] if screenshot else []
+        cmd += ["--webgpu"] if webgpu else []
+        cmd += [f"--wait={wait}"] if wait else []
+        cmd += [f"--result={result}"] if result else []
+        env = dict(os.environ)
+        env.setdefault("XDG_RUNTIME_DIR", tmp)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 60,
+                              env=env)
+        if done.returncode or not os.path.isfile(out):
+            raise RuntimeError(f"page_driver failed on {url}: {done.stderr.strip()[-2000:]}")
+        with open(out) as f:
+            return json.load(f)

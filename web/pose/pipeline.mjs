@@ -35,9 +35,15 @@ export function boxRegion(box) {
   return {left: x + w / 2 - side / 2, top: y + h / 2 - side / 2, size: side};
 }
 
+/** Rounds half to even, as Python's round() in app_pipeline.app_input. */
+export function roundHalfEven(v) {
+  const r = Math.round(v);
+  return Math.abs(v % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
 /**
  * The uint8 [S, S, 3] input the app feeds for `region` of an RGBA frame.
- * The region's corner is snapped to whole pixels and its side truncated (a bitmap drawn at
+ * The region's corner is snapped to whole pixels (half to even) and its side truncated (a bitmap drawn at
  * that offset); pixels outside the frame are black; the side x side crop is resized to
  * S x S bilinearly with pixel centres aligned (OpenCV's INTER_LINEAR convention, computed in
  * float and rounded: OpenCV's fixed-point arithmetic can differ by one level).
@@ -49,8 +55,8 @@ export function boxRegion(box) {
  * @return {{input: Uint8Array, region: object}} the crop [S, S, 3] and the snapped region.
  */
 export function appInput(rgba, width, height, region, inputSize) {
-  const left = Math.round(region.left);
-  const top = Math.round(region.top);
+  const left = roundHalfEven(region.left);
+  const top = roundHalfEven(region.top);
   const side = Math.trunc(region.size);
   if (side < 1) throw new Error(`crop region of size ${region.size} is empty`);
   const out = new Uint8Array(inputSize * inputSize * 3);
