@@ -119,7 +119,7 @@ def test_page_matches_python_on_coco_images(page, dropin, coco_sample, tmp_path)
         people = frame["people"]
         if boxes:
             assert len(people) == len(boxes) > 1
-            for person, box in zip(people, boxes):  # the page's box rule
+            for person, box in zip(people, boxes, strict=True):  # the page's box rule
                 side = max(box[2], box[3]) * 1.25
                 assert person["region"] == pytest.approx({
                     "left": round(box[0] + box[2] / 2 - side / 2),
