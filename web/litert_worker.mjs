@@ -95,14 +95,14 @@ export async function launchChromium(webgpu) {
     executablePath, headless: true, args: chromiumArgs(userDataDir, webgpu),
     ignoreDefaultArgs: ['--enable-automation'], env: process.env,
   });
-  browser.on('disconnected', () => {
-    try {  // Chromium may still be writing its profile as it exits
-      fs.rmSync(userDataDir, {recursive: true, force: true, maxRetries: 5});
-    } catch (e) {
-      process.stderr.write(`could not remove ${userDataDir}: ${e.message}\n`);
-    }
-  });
+  browser.fptUserDataDir = userDataDir;
   return browser;
+}
+
+/** Closes a browser of `launchChromium` and removes its profile once Chromium has exited. */
+export async function closeChromium(browser) {
+  await browser.close();
+  fs.rmSync(browser.fptUserDataDir, {recursive: true, force: true, maxRetries: 10});
 }
 
 // ---- .npy over pipes (numpy's format 1.0) ----
@@ -223,7 +223,7 @@ async function main() {
   } catch (e) {
     writeString(`${e.message || e}`.split('\n')[0]);
   } finally {
-    if (browser) await browser.close();
+    if (browser) await closeChromium(browser);
     if (server) server.close();
   }
 }

@@ -9,7 +9,7 @@
 // and a screenshot of the page. Used by the page's tests and benchmarks.web_latency.
 import fs from 'node:fs';
 
-import {launchChromium} from './litert_worker.mjs';
+import {closeChromium, launchChromium} from './litert_worker.mjs';
 
 function option(name, fallback = null) {
   const hit = process.argv.find((a) => a.startsWith(`--${name}=`));
@@ -44,7 +44,7 @@ async function main() {
     const shot = option('screenshot');
     if (shot) await page.screenshot({path: shot, fullPage: true});
   } finally {
-    await browser.close();
+    await closeChromium(browser);
   }
 }
 

@@ -103,10 +103,13 @@ function draw(source, width, height, people) {
     const anchor = visible.length ? visible.reduce((a, p) => [Math.min(a[0], p[0]),
                                                               Math.min(a[1], p[1])]) :
         [person.region.left, person.region.top];
-    ctx.font = `${6 * unit}px sans-serif`;
+    ctx.font = `bold ${6 * unit}px sans-serif`;
+    const y = Math.max(anchor[1] - 2 * unit, 6 * unit);
+    ctx.lineWidth = unit;
+    ctx.strokeStyle = 'black';
+    ctx.strokeText(`person ${person.score.toFixed(2)}`, anchor[0], y);
     ctx.fillStyle = 'yellow';
-    ctx.fillText(`person ${person.score.toFixed(2)}`, anchor[0], Math.max(anchor[1] - 2 * unit,
-                                                                        6 * unit));
+    ctx.fillText(`person ${person.score.toFixed(2)}`, anchor[0], y);
   }
   const last = pose.times[pose.times.length - 1] || 0;
   const label = `${pose.info.accelerator}${pose.info.accelerator === 'wasm' ?
@@ -308,6 +311,8 @@ async function main() {
     model = compiled.model;
     pose.info = {...compiled.info, runtime};
     inputSize = compiled.info.inputs[0].shape[1];
+    // Warm-up runs (the first ones allocate and pack weights): the times shown are steady.
+    for (let i = 0; i < 3; i++) await runOnce(model, new Uint8Array(inputSize * inputSize * 3));
     $('model').textContent = `model ${inputSize}x${inputSize} uint8 -> 17 keypoints on ` +
         `${compiled.info.accelerator}` + (compiled.info.accelerator === 'wasm' ?
         ` (${compiled.info.numThreads} thread${compiled.info.numThreads > 1 ? 's' : ''})` : '');
