@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint venv runtimes web clean
+.PHONY: test demo lint venv runtimes clean
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,11 +20,6 @@ venv: $(STAMP)
 # .runtimes/. The GPU runtime needs a Vulkan driver: sudo sh .ci/install_gpu_driver.sh.
 runtimes: $(STAMP)
 	$(PY) -c "from fptflite.tflite.runtimes import tflite214_python; print(tflite214_python())"
-
-# The web runtimes (LiteRT.js in headless Chromium) and the pose page: the node packages pinned
-# in web/package-lock.json, into web/node_modules. Chromium itself: apt-get install chromium.
-web:
-	cd web && npm ci --no-audit --no-fund
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
@@ -41,3 +36,10 @@ demo: $(STAMP)
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache .runtimes
+
+# The web runtimes (LiteRT.js in headless Chromium) and the pose page: the node packages pinned
+# in web/package-lock.json, into web/node_modules; the only place they are installed.
+# Chromium itself: apt-get install chromium.
+.PHONY: web
+web:
+	cd web && npm ci --no-audit --no-fund

@@ -4,8 +4,7 @@
         [--formats=int8,float32] [--out_json=docs/results/gpu_residency.json]
 
 Builds each zoo model with random weights (residency depends on the ops, not the weights),
-converts it (int8 PTQ on a few random crops, and float32; with a static batch of 1 unless
-``--batch_size=0``), compiles it for the GPU alone in a
+converts it (int8 PTQ on a few random crops, and float32), compiles it for the GPU alone in a
 worker process (``fptflite.tflite.runtimes.gpu_residency``) and prints one row per file:
 every op on the GPU, or the accelerator's log lines on the ops that stay on the CPU. Needs a
 Vulkan driver (``sh .ci/install_gpu_driver.sh`` on a machine without a GPU). Writes the
@@ -31,14 +30,10 @@ _MODELS = flags.DEFINE_list(
                "simplebaseline_mnv2:256x192"], "Zoo models with their input size, NAME:HxW.")
 _FORMATS = flags.DEFINE_list("formats", ["int8", "float32"], "int8 (PTQ) and/or float32.")
 _OUT = flags.DEFINE_string("out_json", "docs/results/gpu_residency.json", "Results file.")
-_BATCH = flags.DEFINE_integer("batch_size", 1, "The files' batch (1: static, as the GPU and "
-                              "the drop-in run them; 0: the converter's dynamic batch).")
 
 
-def residency_rows(models: list[str], formats: list[str], work_dir: str,
-                   batch_size: int | None = 1) -> list[dict]:
-    """[{"model", "input_size", "format", "batch_size", "residency"}] for each model and
-    format; ``batch_size`` None converts with the dynamic batch ([-1, H, W, 3])."""
+def residency_rows(models: list[str], formats: list[str], work_dir: str) -> list[dict]:
+    """[{"model", "input_size", "format", "residency"}] for each model and format."""
     rows = []
     crops = np.random.default_rng(0).uniform(0, 255, (4, 1, 1, 3)).astype(np.float32)
     for spec in models:
@@ -50,10 +45,8 @@ def residency_rows(models: list[str], formats: list[str], work_dir: str,
             path = os.path.join(work_dir, f"{name}_{h}x{w}_{fmt}.tflite")
             with open(path, "wb") as f:
                 f.write(convert.convert(model, "int8_ptq" if fmt == "int8" else "float32",
-                                        calib if fmt == "int8" else None,
-                                        batch_size=batch_size))
+                                        calib if fmt == "int8" else None))
             rows.append({"model": name, "input_size": [h, w], "format": fmt,
-                         "batch_size": batch_size or "dynamic",
                          "residency": runtimes.gpu_residency(path)})
             print(rows[-1], flush=True)
     return rows
@@ -62,8 +55,7 @@ def residency_rows(models: list[str], formats: list[str], work_dir: str,
 def main(argv):
     del argv
     with tempfile.TemporaryDirectory() as tmp:
-        rows = residency_rows(list(_MODELS.value), list(_FORMATS.value), tmp,
-                              _BATCH.value or None)
+        rows = residency_rows(list(_MODELS.value), list(_FORMATS.value), tmp)
     write_json_atomic(_OUT.value, {"kind": "gpu_residency", "provenance": provenance(sys.argv),
                                    "result": {"rows": rows}})
     print(f"wrote {_OUT.value}")

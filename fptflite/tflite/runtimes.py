@@ -13,9 +13,6 @@
     tflite2.14     TensorFlow Lite 2.14 (``tflite-runtime==2.14.0``, the Android pose sample's
                    era), in a worker process of its own virtual environment (it needs
                    ``numpy<2``), created on demand under ``runtimes_dir()``.
-    web            LiteRT.js (``@litertjs/core``) on wasm in headless Chromium, in a node
-                   worker (``fptflite.tflite.web_runtime``; ``make web`` installs it).
-    web_gpu        LiteRT.js on WebGPU in headless Chromium (where the browser has an adapter).
 
 ``open_session(name, path, num_threads)`` gives a ``Session``: the input and output tensors'
 shape, dtype and quantization, and ``run(x)`` on raw (quantized) arrays [B, ...]. A runtime
@@ -38,7 +35,7 @@ import numpy as np
 
 from fptflite.tflite.litert import load_interpreter
 
-RUNTIMES = ("cpu", "cpu_reference", "gpu", "tflite2.14", "web", "web_gpu")
+RUNTIMES = ("cpu", "cpu_reference", "gpu", "tflite2.14")
 TFLITE214_REQUIREMENTS = ("tflite-runtime==2.14.0", "numpy<2")
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _WORKER_214 = os.path.join(_HERE, "tflite214_worker.py")
@@ -260,6 +257,8 @@ _OPENERS: dict[str, Callable[..., Session]] = {
 }
 
 
+# The browser runtimes: web (LiteRT.js on wasm) and web_gpu (LiteRT.js on WebGPU) in headless
+# Chromium, through a node worker (``fptflite.tflite.web_runtime``; ``make web`` installs it).
 def _web_opener(runtime: str) -> Callable[..., Session]:
     def open_web(path: str, num_threads: int | None) -> Session:
         # Imported here: web_runtime builds on this module's WorkerSession.
@@ -269,6 +268,7 @@ def _web_opener(runtime: str) -> Callable[..., Session]:
 
 
 _OPENERS.update({"web": _web_opener("web"), "web_gpu": _web_opener("web_gpu")})
+RUNTIMES = (*RUNTIMES, "web", "web_gpu")
 
 
 def open_session(runtime: str, path: str, num_threads: int | None = None) -> Session:

@@ -32,10 +32,13 @@ import tempfile
 
 import numpy as np
 
-from fptflite.tflite import static_batch
+from fptflite.tflite import runtimes, static_batch
 from fptflite.tflite.runtimes import InterpreterSession, RuntimeUnavailable, WorkerSession
 
 ACCELERATORS = {"web": "wasm", "web_gpu": "webgpu"}
+# A missing install (not the file's fault): ``runtimes.RuntimeNotInstalled`` where that
+# module defines it, else its parent ``RuntimeUnavailable``.
+NotInstalled = getattr(runtimes, "RuntimeNotInstalled", RuntimeUnavailable)
 _NODE_PACKAGES = ("@litertjs/core", "@litertjs/wasm-utils", "puppeteer-core")
 
 
@@ -71,10 +74,11 @@ def missing() -> list[str]:
 
 
 def require_web(runtime: str) -> None:
-    """Raises ``RuntimeUnavailable`` naming what is missing and the make target."""
+    """Raises ``NotInstalled`` (a ``RuntimeUnavailable``) naming what is missing and the
+    make target."""
     lack = missing()
     if lack:
-        raise RuntimeUnavailable(f"{runtime}: missing {', '.join(lack)}: make web")
+        raise NotInstalled(f"{runtime}: missing {', '.join(lack)}: make web")
 
 
 class WebSession(WorkerSession):
