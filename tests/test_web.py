@@ -56,15 +56,24 @@ def test_static_batch_copy_fixes_the_signature_and_keeps_the_outputs(files, tmp_
     assert static_batch.static_batch_copy(copy) == copy
 
 
-def test_batch_one_conversion_folds_the_batch_shape_ops(tmp_path):
-    """SimpleBaseline's TRANSPOSE_CONV output shapes come from SHAPE / STRIDED_SLICE / PACK on
-    the batch; traced at batch 1 they fold away, and the heatmaps are the same."""
+@pytest.fixture(scope="module")
+def simplebaseline(tmp_path_factory):
+    """SimpleBaseline-MNV2-0.5 64x64 (random weights) as float32 with the converter's dynamic
+    batch (None) and with a static batch of 1."""
     model = build_model("simplebaseline_mnv2_050", (64, 64))
+    root = tmp_path_factory.mktemp("simplebaseline")
     files = {}
     for batch in (None, 1):
-        files[batch] = str(tmp_path / f"b{batch}.tflite")
+        files[batch] = str(root / f"b{batch}.tflite")
         with open(files[batch], "wb") as f:
             f.write(convert.convert(model, "float32", batch_size=batch))
+    return files
+
+
+def test_batch_one_conversion_folds_the_batch_shape_ops(simplebaseline):
+    """SimpleBaseline's TRANSPOSE_CONV output shapes come from SHAPE / STRIDED_SLICE / PACK on
+    the batch; traced at batch 1 they fold away, and the heatmaps are the same."""
+    files = simplebaseline
     ops = {b: {op.name for op in litert.list_ops(p)} for b, p in files.items()}
     assert {"SHAPE", "STRIDED_SLICE", "PACK"} <= ops[None]
     assert not {"SHAPE", "STRIDED_SLICE", "PACK"} & ops[1] and "TRANSPOSE_CONV" in ops[1]
@@ -75,6 +84,21 @@ def test_batch_one_conversion_folds_the_batch_shape_ops(tmp_path):
     np.testing.assert_allclose(a, b, atol=1e-5)  # the same graph, ops folded
     names = [litert.load_interpreter(p).get_signature_list() for p in files.values()]
     assert names[0] == names[1]  # the same input and output names
+
+
+def test_batch_one_simplebaseline_compiles_on_the_gpu_accelerator(simplebaseline):
+    """Dynamic batch: LiteRT's GPU accelerator refuses the graph (dynamic-sized tensors).
+    Batch 1: it compiles, the three TRANSPOSE_CONV ops (version 4; the accelerator takes 3)
+    on the CPU and the rest on the GPU (measured: 63 ops on the GPU, 4 on the CPU)."""
+    session_or_skip("gpu", simplebaseline[1])
+    dynamic = runtimes.gpu_residency(simplebaseline[None])
+    assert not dynamic["checked"] and "dynamic-sized tensors" in dynamic["reason"]
+    static = runtimes.gpu_residency(simplebaseline[1])
+    assert static["checked"] and not static["fully_accelerated"]
+    log = " ".join(static["cpu_ops_log"])
+    assert "TRANSPOSE_CONV: Max version supported: 3. Requested version 4." in log
+    assert "63 operations will run on the GPU, and the remaining 4 operations will run on " \
+        "the CPU" in log
 
 
 def test_web_runs_the_int8_file_as_the_cpu_does(files):
