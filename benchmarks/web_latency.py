@@ -16,6 +16,7 @@ Chromium. Writes a results file (kind "figures") for ``python -m benchmarks.repo
 
 import os
 import platform
+import re
 import sys
 
 import numpy as np
@@ -85,7 +86,8 @@ def main(argv):
               f"p90 {r['p90_ms']:7.3f}  ({r['runs']} runs)")
     for s in browser["skipped"]:
         print(f"{s['label']}: not run: {s['reason']}")
-    browser_name = browser["userAgent"].split(" Chrome/")[-1].split()[0]
+    found = re.search(r"Chrome/(\S+)", browser["userAgent"])
+    browser_name = found.group(1) if found else browser["userAgent"]
     figures = [{"what": f"drop-in {size}x{size} ({os.path.basename(path)}), {r['label']}"
                         + ("" if r["runtime"] == "cpu" else
                            f", LiteRT.js in headless Chromium {browser_name}"),

@@ -136,9 +136,9 @@ def test_page_matches_python_on_coco_images(page, dropin, coco_sample, tmp_path)
     crop_diffs, kp_diffs = np.concatenate(crop_diffs), np.concatenate(kp_diffs)
     print(f"page vs app_pipeline crops: mean {crop_diffs.mean():.4f}, max {crop_diffs.max()} "
           f"levels; keypoints: mean {kp_diffs.mean():.4f}, max {kp_diffs.max():.4f} px")
-    # The page resizes in float, OpenCV in fixed point: crops differ by at most one level.
-    assert crop_diffs.max() <= 1 and crop_diffs.mean() < 0.1
-    # Measured: 0.075 levels mean, keypoints identical (max 0 px) on this model.
+    # The page resizes in OpenCV's fixed-point arithmetic: the crops are equal but for a few
+    # values of a crop's first and last rows, by one level (measured: mean 1e-4 levels).
+    assert crop_diffs.max() <= 1 and crop_diffs.mean() < 1e-3
     assert np.median(kp_diffs) == 0.0 and kp_diffs.max() < 1.0
 
 

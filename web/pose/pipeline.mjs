@@ -42,11 +42,31 @@ export function roundHalfEven(v) {
 }
 
 /**
+ * OpenCV's INTER_LINEAR taps for one axis (resize of `ssize` to `dsize` pixels): source
+ * pixels and 11-bit fixed-point weights, pixel centres aligned, clamped at the borders.
+ * @return {number[][]} per destination pixel [s0, s1, w0, w1] (w0 + w1 = 2048).
+ */
+export function linearTaps(dsize, ssize) {
+  const scale = 1 / (dsize / ssize);
+  const taps = [];
+  for (let d = 0; d < dsize; d++) {
+    let f = Math.fround((d + 0.5) * scale - 0.5);
+    let s = Math.floor(f);
+    f = Math.fround(f - s);
+    if (s < 0) { s = 0; f = 0; }
+    if (s >= ssize - 1) { s = ssize - 1; f = 0; }
+    taps.push([s, Math.min(s + 1, ssize - 1), roundHalfEven(Math.fround(1 - f) * 2048),
+               roundHalfEven(f * 2048)]);
+  }
+  return taps;
+}
+
+/**
  * The uint8 [S, S, 3] input the app feeds for `region` of an RGBA frame.
- * The region's corner is snapped to whole pixels (half to even) and its side truncated (a bitmap drawn at
- * that offset); pixels outside the frame are black; the side x side crop is resized to
- * S x S bilinearly with pixel centres aligned (OpenCV's INTER_LINEAR convention, computed in
- * float and rounded: OpenCV's fixed-point arithmetic can differ by one level).
+ * The region's corner is snapped to whole pixels (half to even) and its side truncated (a
+ * bitmap drawn at that offset); pixels outside the frame are black; the side x side crop is
+ * resized to S x S bilinearly in OpenCV's fixed-point arithmetic (its vectorised
+ * INTER_LINEAR path for uint8), so the crop equals app_pipeline.app_input's.
  * @param {Uint8ClampedArray} rgba frame pixels [H, W, 4].
  * @param {number} width W.
  * @param {number} height H.
@@ -59,34 +79,36 @@ export function appInput(rgba, width, height, region, inputSize) {
   const top = roundHalfEven(region.top);
   const side = Math.trunc(region.size);
   if (side < 1) throw new Error(`crop region of size ${region.size} is empty`);
-  const out = new Uint8Array(inputSize * inputSize * 3);
-  const scale = side / inputSize;
-  const taps = (d) => {
-    let f = (d + 0.5) * scale - 0.5;
-    let i = Math.floor(f);
-    f -= i;
-    if (i < 0) { i = 0; f = 0; }
-    if (i >= side - 1) { i = side - 1; f = 0; }
-    return [i, Math.min(i + 1, side - 1), f];
-  };
-  const xs = Array.from({length: inputSize}, (_, d) => taps(d));
+  const taps = linearTaps(inputSize, side);
   const pixel = (cx, cy, c) => {  // the crop's pixel: the frame's, or black outside it
     const fx = cx + left;
     const fy = cy + top;
     if (fx < 0 || fy < 0 || fx >= width || fy >= height) return 0;
     return rgba[(fy * width + fx) * 4 + c];
   };
-  for (let dy = 0; dy < inputSize; dy++) {
-    const [y0, y1, wy] = taps(dy);
-    for (let dx = 0; dx < inputSize; dx++) {
-      const [x0, x1, wx] = xs[dx];
+  const horizontal = (cy) => {  // one crop row resized along x: [S * 3] at scale 2048
+    const row = new Int32Array(inputSize * 3);
+    taps.forEach(([x0, x1, w0, w1], dx) => {
       for (let c = 0; c < 3; c++) {
-        const top0 = pixel(x0, y0, c) * (1 - wx) + pixel(x1, y0, c) * wx;
-        const bottom = pixel(x0, y1, c) * (1 - wx) + pixel(x1, y1, c) * wx;
-        out[(dy * inputSize + dx) * 3 + c] = Math.round(top0 * (1 - wy) + bottom * wy);
+        row[dx * 3 + c] = pixel(x0, cy, c) * w0 + pixel(x1, cy, c) * w1;
       }
+    });
+    return row;
+  };
+  const cache = new Map();
+  const rowOf = (cy) => {
+    if (!cache.has(cy)) cache.set(cy, horizontal(cy));
+    return cache.get(cy);
+  };
+  const out = new Uint8Array(inputSize * inputSize * 3);
+  taps.forEach(([y0, y1, w0, w1], dy) => {
+    const r0 = rowOf(y0);
+    const r1 = rowOf(y1);
+    for (let i = 0; i < inputSize * 3; i++) {
+      const v = (((w0 * (r0[i] >> 4)) >> 16) + ((w1 * (r1[i] >> 4)) >> 16) + 2) >> 2;
+      out[dy * inputSize * 3 + i] = Math.min(255, Math.max(0, v));
     }
-  }
+  });
   return {input: out, region: {left, top, size: side}};
 }
 
