@@ -1,4 +1,4 @@
-"""Which runtimes a test may use: all four in CI (``FPTFLITE_REQUIRE_RUNTIMES=1``, set by
+"""Which runtimes a test may use: all of them in CI (``FPTFLITE_REQUIRE_RUNTIMES=1``, set by
 .ci/run after installing them), else those that start here, the others skipped with the
 reason."""
 
