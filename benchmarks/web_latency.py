@@ -16,7 +16,6 @@ Chromium. Writes a results file (kind "figures") for ``python -m benchmarks.repo
 
 import os
 import platform
-import re
 import sys
 
 import numpy as np
@@ -64,7 +63,7 @@ def browser_rows(model: web_server.ServedModel, threads: list[int], runs: int, r
     result = page["result"]
     if "error" in result:
         raise RuntimeError(f"bench.html failed: {result['error']}")
-    return result
+    return {**result, "browser": page["browser"]}
 
 
 def main(argv):
@@ -86,8 +85,7 @@ def main(argv):
               f"p90 {r['p90_ms']:7.3f}  ({r['runs']} runs)")
     for s in browser["skipped"]:
         print(f"{s['label']}: not run: {s['reason']}")
-    found = re.search(r"Chrome/(\S+)", browser["userAgent"])
-    browser_name = found.group(1) if found else browser["userAgent"]
+    browser_name = browser["browser"].split("/")[-1]
     figures = [{"what": f"drop-in {size}x{size} ({os.path.basename(path)}), {r['label']}"
                         + ("" if r["runtime"] == "cpu" else
                            f", LiteRT.js in headless Chromium {browser_name}"),

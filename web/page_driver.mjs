@@ -40,7 +40,7 @@ async function main() {
       await page.waitForFunction('window.pose.done === true', {timeout});
     }
     const result = await page.evaluate(option('result', 'window.pose'));
-    fs.writeFileSync(out, JSON.stringify({result, log}));
+    fs.writeFileSync(out, JSON.stringify({result, log, browser: await browser.version()}));
     const shot = option('screenshot');
     if (shot) await page.screenshot({path: shot, fullPage: true});
   } finally {

@@ -198,7 +198,8 @@ def drive_page(url: str, upload: str | None = None, boxes: str | None = None,
     through the page's file input (with ``boxes`` JSON in its boxes field) and waiting for it.
 
     Returns:
-        {"result": the page's value (JSON), "log": the page's console lines}.
+        {"result": the page's value (JSON), "log": the page's console lines, "browser":
+        Chromium's name and version, e.g. "Chrome/156.0.8078.129"}.
 
     Raises:
         RuntimeError: the driver failed (with its stderr).
