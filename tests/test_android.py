@@ -209,11 +209,12 @@ def test_dropin_file_contract_and_ops(dropin):
     report = dropin_check.audit_dropin(path)
     assert report["passed"], report["problems"]
     assert report["input"] == {"shape": [1, SIZE, SIZE, 3], "dtype": "uint8",
-                               "shape_signature": [1, SIZE, SIZE, 3],  # static: LiteRT.js
                                "quantization": report["input"]["quantization"]}
     assert report["output"] == {"shape": [1, 1, 17, 3], "dtype": "float32"}
     assert not set(report["ops"]) & dropin_check.FORBIDDEN_OPS
     assert report["ops"]["DEQUANTIZE"] == 1  # one float boundary: int8 body, float decode
+    assert report["shape_signatures"] == {"input": [1, SIZE, SIZE, 3],  # static: LiteRT.js
+                                          "output": [1, 1, 17, 3]}
     assert "looks compatible with GPU delegate" in report["gpu_compatibility"]
     card = json.load(open(os.path.join(dropin["assets"], "model_card.json")))
     assert card["input_size"] == [SIZE, SIZE] and card["int8"] == "ptq"

@@ -69,7 +69,8 @@ def audit_dropin(path: str) -> dict:
     """Checks a drop-in file against the MoveNet contract and the op rules.
 
     Returns:
-        dict with "input"/"output" (shape, dtype), "ops" (name -> count), "decode_ops"
+        dict with "input"/"output" (shape, dtype), "shape_signatures" (input and output: no
+        -1, the batch is static), "ops" (name -> count), "decode_ops"
         (from the heatmap DEQUANTIZE on), "body_float_ops" (must be empty),
         "forbidden_ops", "gpu_compatibility" (the TFLite analyzer's GPU report),
         "gpu_residency" (``runtimes.gpu_residency``: every op on LiteRT's GPU accelerator,
@@ -103,11 +104,12 @@ def audit_dropin(path: str) -> dict:
         "file": os.path.basename(path),
         "size_bytes": os.path.getsize(path),
         "input": {"shape": [int(d) for d in inp[0]["shape"]],
-                  "shape_signature": [int(d) for d in inp[0]["shape_signature"]],
                   "dtype": inp[0]["dtype"].__name__,
                   "quantization": [float(v) for v in inp[0]["quantization"]]},
         "output": {"shape": [int(d) for d in out[0]["shape"]],
                    "dtype": out[0]["dtype"].__name__},
+        "shape_signatures": {"input": [int(d) for d in inp[0]["shape_signature"]],
+                             "output": [int(d) for d in out[0]["shape_signature"]]},
         "ops": dict(sorted(counts.items())),
         "num_ops": int(sum(counts.values())),
         "decode_ops": sorted(set(decode_ops)),
