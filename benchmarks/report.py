@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 
 from absl import app, flags
 
+from fptflite.utils import cli
 from fptflite.utils.io import write_bytes_atomic, write_json_atomic
 from fptflite.utils.provenance import KEYS as PROVENANCE_KEYS
 from fptflite.utils.provenance import provenance
@@ -129,8 +130,8 @@ def _runtime_figures(rows: dict | None) -> dict | None:
     """The shipped file on each runtime: AP points, delta, keypoint shift vs the CPU's."""
     if not rows:
         return None
-    return {name: ({"ran": True, "ap": 100 * r["candidate_ap"],
-                    "delta_points": r["ap_delta_points"], "passed": r.get("passed"),
+    return {name: ({"ran": True, "ap": 100 * r["candidate_score"],
+                    "delta_points": r["score_delta_points"], "passed": r.get("passed"),
                     "shift_vs_cpu": r.get("shift_vs_cpu")} if r["ran"]
                    else {"ran": False, "reason": r["reason"]})
             for name, r in rows.items()}
@@ -169,7 +170,7 @@ def demo_results(report: dict, card: dict | None = None) -> dict:
                               for f in INT8_FORMATS if f in parity},
         "shipped": {"format": shipped["format"], "reason": shipped.get("reason"),
                     "parity_passed": shipped.get("parity_passed"),
-                    "max_ap_drop_points": shipped.get("max_ap_drop_points")},
+                    "max_drop_points": shipped.get("max_drop_points")},
         "int8_qat_fidelity": _fidelity_figures(report.get("int8_qat_fidelity")),
         "tflite_size_mb": {f: round(v["size_bytes"] / 1e6, 3)
                            for f, v in report.get("tflite", {}).items()},
@@ -204,7 +205,7 @@ def _shipped_row(r: dict) -> Row:
     if s.get("parity_passed") is not None:
         drop = r["ap_points"]["float"] - r["ap_points"][s["format"]]
         gate = (f"; parity {'ok' if s['parity_passed'] else 'FAILED'} (drop {drop:.2f} "
-                f"points, budget {s.get('max_ap_drop_points', 0.5):.2f})")
+                f"points, budget {s.get('max_drop_points', 0.5):.2f})")
     return Row("int8 file shipped", f"{s['format']}: {why}{gate}")
 
 
@@ -325,8 +326,9 @@ def render_latency(r: dict) -> list[Row]:
     for t in threads:
         for m in models:
             cells = [f"{f} {_ms(v)}" for (mm, f, tt), v in med.items() if mm == m and tt == t]
-            if (m, "int8", t) in med and (m, "float32", t) in med:
-                cells.append(f"int8 / float32 {med[m, 'int8', t] / med[m, 'float32', t]:.2f}")
+            if (m, "int8_ptq", t) in med and (m, "float32", t) in med:
+                ratio = med[m, "int8_ptq", t] / med[m, "float32", t]
+                cells.append(f"int8 / float32 {ratio:.2f}")
             if cells:
                 rows.append(Row(f"{m} {h}x{w}, LiteRT + XNNPACK, {_threads(t)}",
                                 ", ".join(cells)))
@@ -334,7 +336,7 @@ def render_latency(r: dict) -> list[Row]:
             sb = fp.replace("fasterpose_", "simplebaseline_")
             cells = [f"{f} {med[fp, f, t]:.1f} / {med[sb, f, t]:.1f} ms = "
                      f"{med[fp, f, t] / med[sb, f, t]:.2f}"
-                     for f in ("float32", "float16", "int8")
+                     for f in ("float32", "float16", "int8_ptq")
                      if (fp, f, t) in med and (sb, f, t) in med]
             if cells:
                 rows.append(Row(f"{fp} / {sb} latency, {_threads(t)}", "; ".join(cells)))
@@ -690,7 +692,7 @@ def define_flags() -> None:
                               "RESULTS_DIR/KIND.json with provenance made now (--command).")
     flags.DEFINE_string("command", None, "With --add: the command that measured it.")
     flags.DEFINE_string("results_dir", RESULTS_DIR, "The results JSON files.")
-    flags.DEFINE_string("out", BENCHMARKS_FILE, "The markdown file to write.")
+    cli.flag("out", default=BENCHMARKS_FILE, help_note="Here: the markdown page.")
 
 
 def main(argv):

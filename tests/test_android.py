@@ -165,6 +165,7 @@ def _frames_dataset(root):
 @pytest.fixture(scope="module")
 def dropin(tmp_path_factory):
     """A tiny model fitted to rendered single-figure frames, exported as the drop-in (PTQ)."""
+    from fptflite import rundir
     from fptflite.data import datasets
     from fptflite.quantization.model_io import load_model
     from fptflite.tasks import configs, trainer
@@ -180,7 +181,7 @@ def dropin(tmp_path_factory):
         "augment.flip=false", "augment.half_body_prob=0.0"])
     model_dir = os.path.join(root, "float")
     trainer.train(cfg, model_dir)
-    source = trainer.best_export(model_dir)
+    source = rundir.best_export(model_dir)
     body = load_model(source)
     calib = datasets.split_calibration_crops(cfg.data, (SIZE, SIZE), "train", 16)
     assets = os.path.join(root, "assets")

@@ -168,7 +168,7 @@ def test_streaming_parity_equals_stacked_statistics(synthetic_data):
     labelled = truth[..., 2] > 0
     err = np.linalg.norm(cands["c"]["crop_coords"] - ref_pred["crop_coords"], axis=-1)
     assert err[labelled].mean() == pytest.approx(2.5, abs=0.05)
-    assert rep["ap_delta_points"] == pytest.approx(-10.0)
+    assert rep["score_delta_points"] == pytest.approx(-10.0)
     assert rep["heatmap_correlation"] == corr["c"]
 
 

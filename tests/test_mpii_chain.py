@@ -59,7 +59,7 @@ def test_mpii_model_converts_and_keeps_pckh_parity(mpii_run):
     # 40 val persons make mean PCKh coarse: over three runs of this recipe the int8 files
     # came within -0.58 .. +0.44 points of the float model, so the ok case gets 2 points.
     ok = _run("conversion.evaluate_tflite", f"--tflite={files['int8_ptq']}", *ev,
-              f"--out_dir={root / 'eval'}", "--max_ap_drop=2")
+              f"--out_dir={root / 'eval'}", "--max_drop=2")
     with open(root / "eval" / "parity.json") as f:
         parity = json.load(f)
     with open(root / "eval" / "metrics.json") as f:
@@ -68,15 +68,15 @@ def test_mpii_model_converts_and_keeps_pckh_parity(mpii_run):
         float_stats = json.load(f)
     # The parity report's numbers are the two PCKh evaluations' own mean PCKh@0.5.
     assert parity["metric"] == "PCKh"
-    assert parity["candidate_ap"] == pytest.approx(file_stats["mean"])
-    assert parity["reference_ap"] == pytest.approx(float_stats["mean"])
-    assert parity["ap_delta_points"] == pytest.approx(
+    assert parity["candidate_score"] == pytest.approx(file_stats["mean"])
+    assert parity["reference_score"] == pytest.approx(float_stats["mean"])
+    assert parity["score_delta_points"] == pytest.approx(
         100 * (file_stats["mean"] - float_stats["mean"]))
     assert file_stats["mean"] > 0.2  # a model that predicts joints, not a random one
     assert "parity ok" in ok.stdout and "PCKh" in ok.stdout
     print(ok.stdout[-1500:])
     failed = _run("conversion.evaluate_tflite", f"--tflite={files['int8_qat']}", *ev,
-                  f"--out_dir={root / 'eval_gain'}", "--max_ap_drop=-5", expect=1)
+                  f"--out_dir={root / 'eval_gain'}", "--max_drop=-5", expect=1)
     print(failed.stderr[-400:])
     assert "parity FAILED" in failed.stderr and "PCKh" in failed.stderr
 
