@@ -399,7 +399,9 @@ def test_debug_report_and_mixed_file(tiny):
     ref = tiny["float"](tiny["eval"][:8]).numpy()
     errs = {k: np.abs(TFLitePredictor(p)(tiny["eval"][:8]) - ref).mean()
             for k, p in files.items()}
-    assert errs["int8"] < 2 / 256 and math.isfinite(errs["mixed"])
+    print("mean |file - float|", errs)
+    # Measured: int8 0.004699, with its 3 worst layers in float 0.004653 (1% closer).
+    assert errs["int8"] < 0.006 and errs["mixed"] < errs["int8"]
 
 
 def _collapsed_head_model(tiny):
