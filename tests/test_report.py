@@ -58,8 +58,8 @@ def _main_job_report():
 
     return {
         "config": "demo", "model": "fasterpose_mnv2_050", "input_size": [128, 128],
-        "float_ap": 0.5473, "float32_tflite_ap": 0.5473, "int8_qat_ap": 0.5459,
-        "int8_ptq_ap": 0.5462,
+        "metric": "AP", "float_score": 0.5473, "float32_score": 0.5473,
+        "int8_qat_score": 0.5459, "int8_ptq_score": 0.5462,
         "shipped": {"format": "int8_qat", "path": "x.tflite", "reason": "within noise",
                     "max_drop_points": 0.5, "parity_passed": True, "verdict": "parity ok"},
         "ap_differences": {"int8_qat - int8_ptq": diff(-0.02, -0.28, 0.29),
@@ -97,7 +97,7 @@ def test_demo_report_becomes_demo_json_with_headline_rows(tmp_path):
     doc = report.write_demo_results(str(report_path), str(results / "demo.json"), str(card_path))
     assert doc["provenance"]["command"] == "make demo"
     saved = json.loads((results / "demo.json").read_text())
-    assert saved["result"]["ap_points"]["int8_qat"] == pytest.approx(54.59)
+    assert saved["result"]["score_points"]["int8_qat"] == pytest.approx(54.59)
     assert saved["result"]["int8_qat_fidelity"]["layer_divergence"] == {
         "num_layers": 6, "identical_prefix": 2, "first_1pct_layer": 4, "max_fraction": 0.378}
     md = report.render_markdown(report.collect(str(results)), rel_to=str(tmp_path))
