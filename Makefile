@@ -17,9 +17,19 @@ $(STAMP): setup.py
 venv: $(STAMP)
 
 # The TensorFlow Lite 2.14 runtime's own environment (tflite-runtime 2.14 needs numpy<2), in
-# .runtimes/. The GPU runtime needs a Vulkan driver: sudo sh .ci/install_gpu_driver.sh.
-runtimes: $(STAMP)
-	$(PY) -c "from fptflite.tflite.runtimes import tflite214_python; print(tflite214_python())"
+# .runtimes/ (FPTFLITE_RUNTIMES_DIR moves it). The only place it is installed: at run time a
+# missing environment is reported as not run. The GPU runtime needs a Vulkan driver:
+# sudo sh .ci/install_gpu_driver.sh.
+RUNTIMES_DIR ?= $(or $(FPTFLITE_RUNTIMES_DIR),.runtimes)
+TFLITE214 := $(RUNTIMES_DIR)/tflite2.14
+TFLITE214_REQUIREMENTS := tflite-runtime==2.14.0 'numpy<2'
+
+runtimes: $(TFLITE214)/.complete
+
+$(TFLITE214)/.complete:
+	$(PYTHON) -m venv --clear $(TFLITE214)
+	$(TFLITE214)/bin/python -m pip install --quiet $(TFLITE214_REQUIREMENTS)
+	echo "$(TFLITE214_REQUIREMENTS)" > $@
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -9,7 +9,9 @@ setup(
     # Only the library is installed; the binaries (training/, conversion/, benchmarks/) run
     # from the checkout: python -m training.train, python -m conversion.convert, ...
     packages=find_packages(include=["fptflite", "fptflite.*"]),
-    python_requires=">=3.10,<3.13",
+    # Tested on 3.11 only (CI): numpy 2.4 needs >= 3.11 and tflite-runtime 2.14 (make
+    # runtimes) has no 3.12 wheel.
+    python_requires="==3.11.*",
     install_requires=[
         "tensorflow==2.21.0",
         "tf-keras==2.21.0",

@@ -8,26 +8,22 @@ DIR/runs/, resumes a killed study, never retrains a finished run, and writes abl
 ablation.md and convergence.png into --out_dir; prints the table and the verdicts.
 """
 
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
+import fptflite  # noqa: F401  (selects tf_keras before TensorFlow loads)
+from fptflite.tasks import ablation
+from fptflite.utils import cli
 
-import fptflite  # noqa: E402,F401  (selects tf_keras before TensorFlow loads)
-from fptflite.tasks import ablation  # noqa: E402
-
-_OUT = flags.DEFINE_string("out_dir", None, "Results, runs/ and the generated data go here.",
-                           required=True)
+_OUT = cli.flag("out_dir")
 _BUDGET = flags.DEFINE_float("budget_minutes", None, "The study should fit this; a seed "
                              "round starts only if its estimated cost fits (default: no limit).")
 _RECIPE = flags.DEFINE_string("recipe", "demo", "Base config (fptflite.tasks.configs).")
 _VARIANTS = flags.DEFINE_list("variants", list(ablation.VARIANTS), "Variants to train.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Training seeds (initial weights, data "
                            "order), run in this order while the budget lasts.")
-_EPOCHS = flags.DEFINE_integer("epochs", None, "Replace the recipe's number of epochs.")
-_SET = flags.DEFINE_multi_string("set", [], "Further recipe override key=value.")
+_EPOCHS = cli.flag("epochs")
+_SET = cli.flag("set")
 _LATENCY_RUNS = flags.DEFINE_integer("latency_runs", 30, "Timed int8 invocations per thread "
                                      "count, per run and in the closing side-by-side timing.")
 

@@ -21,29 +21,31 @@ import numpy as np
 from absl import app, flags
 
 from fptflite.tflite.benchmark import compare_latency
+from fptflite.utils import cli
 
 _DROPIN = flags.DEFINE_string("dropin", None, "The drop-in .tflite (keypoint output).")
 _HEATMAP = flags.DEFINE_string("heatmap", None, "The same body's heatmap-output int8 .tflite.")
-_MODEL = flags.DEFINE_string("model", None, "Instead of --dropin/--heatmap: a zoo model name "
-                             "built with random weights and converted (PTQ) to both files.")
-_INPUT_SIZE = flags.DEFINE_integer("input_size", 256, "Square input size for --model.")
-_NUM_CALIB = flags.DEFINE_integer("num_calibration", 8, "Random calibration crops for --model.")
-_THREADS = flags.DEFINE_list("threads", ["2", "4"], "Thread counts.")
-_RUNS = flags.DEFINE_integer("runs", 50, "Timed invocations per round.")
-_ROUNDS = flags.DEFINE_integer("rounds", 4, "Alternating rounds per file.")
+_MODEL = cli.flag("zoo_model")
+_INPUT_SIZE = cli.flag("input_size", default="256x256",
+                       help_note="Here: square, for --zoo_model.")
+_NUM_CALIB = flags.DEFINE_integer("random_crops", 8, "Random calibration crops for "
+                                  "--zoo_model.")
+_THREADS = cli.flag("thread_counts", default=["2", "4"])
+_RUNS = cli.flag("runs")
+_ROUNDS = cli.flag("rounds", default=4)
 
 
-def convert_random_body(name: str, size: int, num_calibration: int, out_dir: str
+def convert_random_body(name: str, size: tuple[int, int], num_calibration: int, out_dir: str
                         ) -> tuple[str, str]:
-    """A zoo model with random weights at [size, size] -> (drop-in, heatmap int8) paths."""
+    """A zoo model with random weights at ``size`` (H, W) -> (drop-in, heatmap int8) paths."""
     # lazy: TensorFlow and the converter only for --model; timing given files needs LiteRT only
     import fptflite  # noqa: F401  (selects tf_keras before TensorFlow loads)
     from fptflite.models import build_model
     from fptflite.serving import android, dropin_build
     from fptflite.tflite import convert as convert_lib
 
-    body = build_model(name, (size, size))
-    calib = np.random.default_rng(0).uniform(0, 255, (num_calibration, size, size, 3))
+    body = build_model(name, size)
+    calib = np.random.default_rng(0).uniform(0, 255, (num_calibration, *size, 3))
     calib = calib.astype(np.float32)
     paths = (os.path.join(out_dir, android.DROPIN_FILENAME),
              os.path.join(out_dir, android.HEATMAP_FILENAME))
@@ -58,9 +60,9 @@ def main(argv):
     del argv
     with tempfile.TemporaryDirectory() as tmp:
         if _MODEL.value:
-            print(f"{_MODEL.value} at {_INPUT_SIZE.value}x{_INPUT_SIZE.value} with RANDOM "
+            print(f"{_MODEL.value} at {_INPUT_SIZE.value} with RANDOM "
                   "weights (PTQ on random crops): latency only", flush=True)
-            dropin, heatmap = convert_random_body(_MODEL.value, _INPUT_SIZE.value,
+            dropin, heatmap = convert_random_body(_MODEL.value, cli.parse_hw(_INPUT_SIZE.value),
                                                   _NUM_CALIB.value, tmp)
         elif _DROPIN.value and _HEATMAP.value:
             dropin, heatmap = _DROPIN.value, _HEATMAP.value

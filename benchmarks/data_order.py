@@ -19,27 +19,25 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+from absl import app, flags
 
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+import fptflite  # noqa: F401  (selects tf_keras before TensorFlow loads)
+from fptflite.data import pipeline
+from fptflite.utils import cli
 
-import fptflite  # noqa: E402,F401  (selects tf_keras before TensorFlow loads)
-from fptflite.data import pipeline  # noqa: E402
-
-_DATA = flags.DEFINE_string("data_dir", None, "Synthetic dataset root (generated if absent).")
+_DATA = cli.flag("data_dir")
 _REPLICAS = flags.DEFINE_list("replicas", ["1", "2", "3"], "Replica counts to check.")
-_BATCH = flags.DEFINE_integer("batch_size", 4, "Batch size per replica.")
-_EPOCHS = flags.DEFINE_integer("epochs", 2, "Epochs to iterate per replica count.")
+_BATCH = cli.flag("batch_size", default=4)
+_EPOCHS = cli.flag("epochs", default=2)
 _SIMULATE = flags.DEFINE_bool("simulate", False, "Simulate the TFRecord dealing instead.")
 _SHARDS = flags.DEFINE_integer("shards", 64, "Simulation: TFRecord shard files.")
 _PERSONS = flags.DEFINE_integer("persons", 149_813, "Simulation: training persons (COCO).")
 _SIM_EPOCHS = flags.DEFINE_integer("sim_epochs", 140, "Simulation: epochs.")
 _SIM_BATCH = flags.DEFINE_integer("sim_batch", 16, "Simulation: batch per worker.")
-_JSON = flags.DEFINE_string("json_out", None, "Also write the rows as JSON here.")
+_JSON = cli.flag("out_json")
 
 
 def shard_counts(num_records: int, num_shards: int) -> list[int]:

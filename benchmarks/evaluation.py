@@ -1,18 +1,18 @@
 """Evaluation at detector-file scale: crops/s and peak memory for N person boxes.
 
-    python benchmarks/evaluation.py --tflite=FILE.tflite --compare_to=FLOAT_DIR_OR_KERAS \
-        --data_dir=SYNTHETIC_DATA [--boxes=10000,50000,100000] [--noflip_test] --out_dir=DIR
+    python -m benchmarks.evaluation --tflite=FILE.tflite --model=FLOAT_RUN_OR_KERAS \
+        --data_dir=SYNTHETIC_DATA [--num_boxes=10000,50000,100000] [--noflip_test] --out_dir=DIR
 
 For each N it writes a detector-style file of N boxes over the synthetic val images (true
 boxes jittered by N(0, 6%) of their size, each box used again with new jitter until N are
 drawn; scores uniform in [0.05, 1]) and runs the real command,
 
-    python -m conversion.evaluate_tflite --tflite=... --compare_to=... --det_file=N.json
+    python -m conversion.evaluate_tflite --tflite=... --model=... --det_file=N.json
 
 in a fresh process, whose peak resident memory (``ru_maxrss`` from ``wait4``) and wall time
 it reports in a table. Memory that grows with N beyond the results (decoded keypoints and
 the COCO results list) would show as a slope far above ~2-3 kB per box. Run it under the CPU
-lock: ``flock /tmp/team/cpu.lock python benchmarks/evaluation.py ...``.
+lock: ``flock /tmp/team/cpu.lock python -m benchmarks.evaluation ...``.
 """
 
 from __future__ import annotations
@@ -26,18 +26,18 @@ import time
 import numpy as np
 from absl import app, flags
 
+from fptflite.utils import cli
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-_TFLITE = flags.DEFINE_string("tflite", None, "The .tflite to evaluate.")
-_COMPARE = flags.DEFINE_string("compare_to", None, "Float model (.keras or training dir); "
-                               "empty: evaluate the .tflite alone.")
-_DATA = flags.DEFINE_string("data_dir", None, "A synthetic dataset (fptflite.data.synthetic).")
-_BOXES = flags.DEFINE_list("boxes", ["10000", "50000", "100000"], "Box counts N.")
-_FLIP = flags.DEFINE_bool("flip_test", None, "Pass --[no]flip_test (default: the command's "
-                          "own default, the model's config).")
-_THREADS = flags.DEFINE_integer("num_threads", 2, "Interpreter threads.")
-_OUT = flags.DEFINE_string("out_dir", "/tmp/fptflite_eval_bench", "Detection files, results.")
-flags.mark_flags_as_required(["tflite", "data_dir"])
+_TFLITE = cli.flag("tflite", required=True)
+_MODEL = cli.flag("model", required=True, help_note="Here: the float model the file came from.")
+_DATA = cli.flag("data_dir", required=True,
+                 help_note="Here: a synthetic dataset (fptflite.data.synthetic).")
+_BOXES = flags.DEFINE_list("num_boxes", ["10000", "50000", "100000"], "Box counts N.")
+_FLIP = cli.flag("flip_test")
+_THREADS = cli.flag("num_threads", default=2)
+_OUT = cli.flag("out_dir", default="/tmp/fptflite_eval_bench")
 
 
 def detector_style_boxes(ann_file: str, n: int, seed: int = 0) -> list[dict]:
@@ -64,9 +64,7 @@ def run_once(det_file: str, out_dir: str) -> tuple[float, float, str]:
            f"--ann_file={os.path.join(_DATA.value, 'annotations', 'person_keypoints_val.json')}",
            f"--image_dir={os.path.join(_DATA.value, 'images', 'val')}",
            f"--det_file={det_file}", f"--out_dir={out_dir}", f"--num_threads={_THREADS.value}",
-           "--max_ap_drop=100"]
-    if _COMPARE.value:
-        cmd.append(f"--compare_to={_COMPARE.value}")
+           f"--model={_MODEL.value}", "--max_drop=100"]
     if _FLIP.value is not None:
         cmd.append("--flip_test" if _FLIP.value else "--noflip_test")
     log = open(os.path.join(out_dir, "log.txt"), "w")
@@ -97,7 +95,7 @@ def main(argv):
         rate = next((line for line in stdout.splitlines() if line.startswith("evaluated ")), "")
         rows.append((n, wall, rss, rate))
         print(f"N={n}: {wall:.0f} s, peak RSS {rss:.0f} MB; {rate}", flush=True)
-    mode = "float + TFLite (parity)" if _COMPARE.value else "TFLite alone"
+    mode = "float + TFLite (parity)"
     print(f"\n{mode}, {os.path.basename(_TFLITE.value)}, flip test "
           f"{'config default' if _FLIP.value is None else _FLIP.value}, "
           f"{_THREADS.value} interpreter threads")

@@ -16,20 +16,20 @@ import sys
 import tempfile
 
 import numpy as np
-from absl import app, flags
+from absl import app
 
 import fptflite  # noqa: F401  (selects tf_keras before TensorFlow loads)
 from fptflite.models import build_model
 from fptflite.tflite import convert, runtimes
+from fptflite.utils import cli
 from fptflite.utils.cli import parse_hw
 from fptflite.utils.io import write_json_atomic
 from fptflite.utils.provenance import provenance
 
-_MODELS = flags.DEFINE_list(
-    "models", ["fasterpose_mnv2:256x256", "fasterpose_r50:256x192",
-               "simplebaseline_mnv2:256x192"], "Zoo models with their input size, NAME:HxW.")
-_FORMATS = flags.DEFINE_list("formats", ["int8", "float32"], "int8 (PTQ) and/or float32.")
-_OUT = flags.DEFINE_string("out_json", "docs/results/gpu_residency.json", "Results file.")
+_MODELS = cli.flag("zoo_models", default=["fasterpose_mnv2:256x256", "fasterpose_r50:256x192",
+               "simplebaseline_mnv2:256x192"])
+_FORMATS = cli.flag("formats", default=["int8_ptq", "float32"])
+_OUT = cli.flag("out_json", default="docs/results/gpu_residency.json")
 
 
 def residency_rows(models: list[str], formats: list[str], work_dir: str) -> list[dict]:
@@ -44,8 +44,7 @@ def residency_rows(models: list[str], formats: list[str], work_dir: str) -> list
         for fmt in formats:
             path = os.path.join(work_dir, f"{name}_{h}x{w}_{fmt}.tflite")
             with open(path, "wb") as f:
-                f.write(convert.convert(model, "int8_ptq" if fmt == "int8" else "float32",
-                                        calib if fmt == "int8" else None))
+                f.write(convert.convert(model, fmt, calib if fmt.startswith("int8") else None))
             rows.append({"model": name, "input_size": [h, w], "format": fmt,
                          "residency": runtimes.gpu_residency(path)})
             print(rows[-1], flush=True)

@@ -15,26 +15,24 @@ at thousands of images/s needs ~10x this machine's cores, or TFRecord shards of 
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import cv2
+import numpy as np
+from absl import app, flags
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
-
-import fptflite  # noqa: E402,F401  (selects tf_keras before TensorFlow loads)
-from fptflite.data import pipeline, synthetic, tfrecords  # noqa: E402
-from fptflite.data.datasets import load_file  # noqa: E402
-from fptflite.utils.io import write_json_atomic  # noqa: E402
+import fptflite  # noqa: F401  (selects tf_keras before TensorFlow loads)
+from fptflite.data import pipeline, synthetic, tfrecords
+from fptflite.data.datasets import load_file
+from fptflite.utils import cli
+from fptflite.utils.io import write_json_atomic
 
 _NUM = flags.DEFINE_integer("num_images", 200, "Synthetic 640x480 images to generate.")
-_BATCH = flags.DEFINE_integer("batch_size", 32, "Batch size.")
-_EPOCHS = flags.DEFINE_integer("epochs", 3, "Timed epochs per variant (median reported).")
-_INPUT = flags.DEFINE_string("input_size", "256x192", "Crop size HxW.")
-_JSON = flags.DEFINE_string("json_out", None, "Also write the table as JSON here.")
+_BATCH = cli.flag("batch_size", default=32)
+_EPOCHS = cli.flag("epochs", default=3)
+_INPUT = cli.flag("input_size", default="256x192")
+_JSON = cli.flag("out_json")
 
 
 def make_images(out_dir: str, n: int) -> tuple[str, str]:

@@ -23,13 +23,14 @@ from absl import app, flags
 from fptflite.data import synthetic_video
 from fptflite.serving.predictors import load_predictor
 from fptflite.serving.video import PredictOptions, predict_video
+from fptflite.utils import cli
 from fptflite.utils.io import write_json_atomic
 
-_MODEL = flags.DEFINE_string("model", None, "A pose .tflite (drop-in or heatmap output).")
-_OUT = flags.DEFINE_string("out_dir", None, "Videos and JSON go here.")
+_MODEL = cli.flag("model")
+_OUT = cli.flag("out_dir")
 _FRAMES = flags.DEFINE_integer("num_frames", 300, "Frames per video.")
 _BOX_NOISE = flags.DEFINE_float("box_noise", 0.03, "Box jitter (fraction of the box size).")
-_THREADS = flags.DEFINE_integer("num_threads", 2, "LiteRT threads.")
+_THREADS = cli.flag("num_threads", default=2)
 flags.mark_flags_as_required(["model", "out_dir"])
 
 

@@ -13,24 +13,22 @@ against the file, and the model's own 1-ulp floor. Logic: ``fptflite.tasks.qat_f
 
 from __future__ import annotations
 
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
+import fptflite  # noqa: F401  (selects tf_keras before TensorFlow loads)
+from fptflite.tasks import qat_fidelity
+from fptflite.utils import cli
 
-import fptflite  # noqa: E402,F401  (selects tf_keras before TensorFlow loads)
-from fptflite.tasks import qat_fidelity  # noqa: E402
-
-_MODEL_DIR = flags.DEFINE_string("model_dir", None, "A float training dir (config and data).")
-_OUT = flags.DEFINE_string("out_dir", None, "Where the random models, QAT runs and files go.")
-_MODEL = flags.DEFINE_string("model", "fasterpose_mnv2", "Zoo model to build at random.")
+_MODEL_DIR = cli.flag("model")
+_OUT = cli.flag("out_dir")
+_MODEL = cli.flag("zoo_model", default="fasterpose_mnv2")
 _STEPS = flags.DEFINE_integer("steps", 300, "Minimum QAT steps (rounded up to whole epochs).")
-_LR = flags.DEFINE_float("learning_rate", 5e-3, "QAT peak learning rate (cosine schedule).")
+_LR = cli.flag("learning_rate", default=5e-3, help_note="Here: the QAT peak (cosine).")
 _BN = flags.DEFINE_list("bn", ["settled"], f"BN modes: {', '.join(qat_fidelity.BN_MODES)}.")
-_SEED = flags.DEFINE_integer("seed", 0, "Random-weight seed.")
-flags.mark_flags_as_required(["model_dir", "out_dir"])
+_SEED = cli.flag("seed")
+flags.mark_flags_as_required(["model", "out_dir"])
 
 
 def main(argv):

@@ -33,6 +33,8 @@ from collections.abc import Callable, Sequence
 
 from absl import app, flags
 
+from fptflite.utils import cli
+from fptflite.utils.formatting import divergence_figures, mean_sd
 from fptflite.utils.io import write_bytes_atomic, write_json_atomic
 from fptflite.utils.provenance import KEYS as PROVENANCE_KEYS
 from fptflite.utils.provenance import provenance
@@ -86,17 +88,6 @@ def _ms(v: float) -> str:
 # ---------------------------------------------------------------------------- the main job
 
 
-def divergence_summary(rows: Sequence[dict]) -> dict:
-    """Layer-by-layer divergence rows (``{"layer", "differing_fraction"}`` in model order) ->
-    {"num_layers", "identical_prefix", "first_1pct_layer" (1-based, None if none),
-    "max_fraction"}."""
-    fractions = [float(r["differing_fraction"]) for r in rows]
-    prefix = next((i for i, f in enumerate(fractions) if f > 0), len(fractions))
-    one = next((i + 1 for i, f in enumerate(fractions) if f >= 0.01), None)
-    return {"num_layers": len(fractions), "identical_prefix": prefix,
-            "first_1pct_layer": one, "max_fraction": max(fractions, default=0.0)}
-
-
 def _fidelity_figures(fid: dict | None) -> dict | None:
     if not fid:
         return None
@@ -106,7 +97,7 @@ def _fidelity_figures(fid: dict | None) -> dict | None:
     out["ulp_floor_px"] = (fid.get("ulp_sensitivity") or {}).get("mean_keypoint_shift_px")
     out["xla_floor_px"] = (fid.get("xla_sensitivity") or {}).get("mean_keypoint_shift_px")
     if fid.get("layer_divergence"):
-        out["layer_divergence"] = divergence_summary(fid["layer_divergence"])
+        out["layer_divergence"] = divergence_figures(fid["layer_divergence"])
     return out
 
 
@@ -129,8 +120,8 @@ def _runtime_figures(rows: dict | None) -> dict | None:
     """The shipped file on each runtime: AP points, delta, keypoint shift vs the CPU's."""
     if not rows:
         return None
-    return {name: ({"ran": True, "ap": 100 * r["candidate_ap"],
-                    "delta_points": r["ap_delta_points"], "passed": r.get("passed"),
+    return {name: ({"ran": True, "ap": 100 * r["candidate_score"],
+                    "delta_points": r["score_delta_points"], "passed": r.get("passed"),
                     "shift_vs_cpu": r.get("shift_vs_cpu")} if r["ran"]
                    else {"ran": False, "reason": r["reason"]})
             for name, r in rows.items()}
@@ -158,18 +149,17 @@ def demo_results(report: dict, card: dict | None = None) -> dict:
         "model": report["model"],
         "input_size": report.get("input_size"),
         "num_val_images": next((d["num_images"] for d in diffs.values()), None),
-        "ap_points": {"float": 100 * report["float_ap"],
-                      "float32_tflite": (100 * report["float32_tflite_ap"]
-                                         if report.get("float32_tflite_ap") is not None
-                                         else None),
-                      "int8_qat": 100 * report["int8_qat_ap"],
-                      "int8_ptq": 100 * report["int8_ptq_ap"]},
+        "metric": report["metric"],
+        "score_points": {"float": 100 * report["float_score"],
+                         "float32_tflite": 100 * report["float32_score"],
+                         "int8_qat": 100 * report["int8_qat_score"],
+                         "int8_ptq": 100 * report["int8_ptq_score"]},
         "ap_differences": diffs,
         "keypoint_error_px": {f: parity[f]["mean_keypoint_error_px"]
                               for f in INT8_FORMATS if f in parity},
         "shipped": {"format": shipped["format"], "reason": shipped.get("reason"),
                     "parity_passed": shipped.get("parity_passed"),
-                    "max_ap_drop_points": shipped.get("max_ap_drop_points")},
+                    "max_drop_points": shipped.get("max_drop_points")},
         "int8_qat_fidelity": _fidelity_figures(report.get("int8_qat_fidelity")),
         "tflite_size_mb": {f: round(v["size_bytes"] / 1e6, 3)
                            for f, v in report.get("tflite", {}).items()},
@@ -202,9 +192,9 @@ def _shipped_row(r: dict) -> Row:
         why = "better AP beyond noise"
     gate = ""
     if s.get("parity_passed") is not None:
-        drop = r["ap_points"]["float"] - r["ap_points"][s["format"]]
+        drop = r["score_points"]["float"] - r["score_points"][s["format"]]
         gate = (f"; parity {'ok' if s['parity_passed'] else 'FAILED'} (drop {drop:.2f} "
-                f"points, budget {s.get('max_ap_drop_points', 0.5):.2f})")
+                f"points, budget {s.get('max_drop_points', 0.5):.2f})")
     return Row("int8 file shipped", f"{s['format']}: {why}{gate}")
 
 
@@ -275,7 +265,7 @@ def _android_rows(a: dict | None) -> list[Row]:
 
 
 def render_demo(r: dict) -> list[Row]:
-    ap, diffs = r["ap_points"], r.get("ap_differences", {})
+    ap, diffs = r["score_points"], r.get("ap_differences", {})
     n = f" ({r['num_val_images']} val images, GT boxes)" if r.get("num_val_images") else ""
     rows = [_demo_timing_row(r), Row(f"AP, float Keras model{n}", f"{ap['float']:.2f}")]
     if ap.get("float32_tflite") is not None:
@@ -325,8 +315,9 @@ def render_latency(r: dict) -> list[Row]:
     for t in threads:
         for m in models:
             cells = [f"{f} {_ms(v)}" for (mm, f, tt), v in med.items() if mm == m and tt == t]
-            if (m, "int8", t) in med and (m, "float32", t) in med:
-                cells.append(f"int8 / float32 {med[m, 'int8', t] / med[m, 'float32', t]:.2f}")
+            if (m, "int8_ptq", t) in med and (m, "float32", t) in med:
+                ratio = med[m, "int8_ptq", t] / med[m, "float32", t]
+                cells.append(f"int8 / float32 {ratio:.2f}")
             if cells:
                 rows.append(Row(f"{m} {h}x{w}, LiteRT + XNNPACK, {_threads(t)}",
                                 ", ".join(cells)))
@@ -334,7 +325,7 @@ def render_latency(r: dict) -> list[Row]:
             sb = fp.replace("fasterpose_", "simplebaseline_")
             cells = [f"{f} {med[fp, f, t]:.1f} / {med[sb, f, t]:.1f} ms = "
                      f"{med[fp, f, t] / med[sb, f, t]:.2f}"
-                     for f in ("float32", "float16", "int8")
+                     for f in ("float32", "float16", "int8_ptq")
                      if (fp, f, t) in med and (sb, f, t) in med]
             if cells:
                 rows.append(Row(f"{fp} / {sb} latency, {_threads(t)}", "; ".join(cells)))
@@ -385,10 +376,6 @@ def render_data_order(r: list[dict] | dict) -> list[Row]:
     return out
 
 
-def _pm(s: dict, digits: int = 3) -> str:
-    return f"{s['mean']:.{digits}f} ± {s['sd']:.{digits}f}"
-
-
 def _paired(d: dict, digits: int = 3) -> str:
     if d.get("mean") is None:
         return "no paired seeds"
@@ -417,8 +404,8 @@ def render_ablation(r: dict) -> list[Row]:
                  if s["ap_at"] else "")
         seeds = f"{len(s['seeds'])} seed{'s' if len(s['seeds']) != 1 else ''}"
         out.append(Row(f"ablation {v}, {setting}, {seeds}",
-                       f"final AP {_pm(s['final_ap'])}, {curve}int8 PTQ AP "
-                       f"{_pm(s['int8_ap'])}, int8 "
+                       f"final AP {mean_sd(s['final_ap'])}, {curve}int8 PTQ AP "
+                       f"{mean_sd(s['int8_ap'])}, int8 "
                        f"{ms} ms ({' / '.join(s['int8_ms'])} threads{how}); "
                        f"{s['macs'] / 1e6:.1f} M MACs, {s['params'] / 1e6:.3f} M params"))
     a, b = r.get("verdicts", {}).get("a"), r.get("verdicts", {}).get("b")
@@ -690,7 +677,7 @@ def define_flags() -> None:
                               "RESULTS_DIR/KIND.json with provenance made now (--command).")
     flags.DEFINE_string("command", None, "With --add: the command that measured it.")
     flags.DEFINE_string("results_dir", RESULTS_DIR, "The results JSON files.")
-    flags.DEFINE_string("out", BENCHMARKS_FILE, "The markdown file to write.")
+    cli.flag("out", default=BENCHMARKS_FILE, help_note="Here: the markdown page.")
 
 
 def main(argv):

@@ -20,21 +20,21 @@ from absl import app, flags
 import fptflite  # noqa: F401  (selects tf_keras before TensorFlow loads)
 from fptflite.models import build_model, count_macs
 from fptflite.tflite import benchmark, convert, runtimes
+from fptflite.utils import cli
 from fptflite.utils.cli import parse_hw
 from fptflite.utils.io import write_bytes_atomic, write_json_atomic
 from fptflite.utils.progress import ProgressCounter
 
-_MODELS = flags.DEFINE_list("models", ["fasterpose_r50", "simplebaseline_r50",
-                                       "fasterpose_mnv2", "simplebaseline_mnv2"], "Zoo models.")
-_FORMATS = flags.DEFINE_list("formats", ["float32", "float16", "int8"], "Formats.")
-_THREADS = flags.DEFINE_list("threads", ["1", "2"], "Interpreter thread counts.")
-_RUNTIME = flags.DEFINE_enum("runtime", "cpu", list(runtimes.RUNTIMES),
-                             "Where the files run (gpu on lavapipe: its times mean nothing).")
-_INPUT = flags.DEFINE_string("input_size", "256x192", "HxW.")
-_RUNS = flags.DEFINE_integer("runs", 30, "Timed runs per file and thread count.")
-_ROUNDS = flags.DEFINE_integer("rounds", 3, "Interleaved rounds (runs are split across them).")
+_MODELS = cli.flag("zoo_models", default=["fasterpose_r50", "simplebaseline_r50",
+                                       "fasterpose_mnv2", "simplebaseline_mnv2"])
+_FORMATS = cli.flag("formats", default=["float32", "float16", "int8_ptq"])
+_THREADS = cli.flag("thread_counts")
+_RUNTIME = cli.flag("runtime", enum_values=list(runtimes.RUNTIMES))
+_INPUT = cli.flag("input_size", default="256x192")
+_RUNS = cli.flag("runs", default=30)
+_ROUNDS = cli.flag("rounds")
 _WARMUP = flags.DEFINE_integer("warmup", 5, "Warm-up runs.")
-_OUT = flags.DEFINE_string("out_json", "runs/latency.json", "Where the table goes as JSON.")
+_OUT = cli.flag("out_json", default="runs/latency.json")
 _KEEP = flags.DEFINE_string("tflite_dir", None, "Keep the .tflite files here.")
 
 
@@ -54,8 +54,7 @@ def _run(size, calib, workdir) -> int:
         model = build_model(name, size)
         macs[name] = count_macs(model)
         for fmt in _FORMATS.value:
-            data = convert.convert(model, "int8_ptq" if fmt == "int8" else fmt,
-                                   calib if fmt == "int8" else None)
+            data = convert.convert(model, fmt, calib if fmt.startswith("int8") else None)
             path = os.path.join(workdir, f"{name}_{fmt}.tflite")
             write_bytes_atomic(path, data)
             files[name, fmt] = path
@@ -92,9 +91,9 @@ def _run(size, calib, workdir) -> int:
     ratios = []
     for t in threads:
         for name in _MODELS.value:
-            if "float32" in _FORMATS.value and "int8" in _FORMATS.value:
+            if "float32" in _FORMATS.value and "int8_ptq" in _FORMATS.value:
                 ratios.append((f"{name} int8 / float32, {t} thr",
-                               med[name, "int8", t] / med[name, "float32", t]))
+                               med[name, "int8_ptq", t] / med[name, "float32", t]))
         for fp, sb in (("fasterpose_r50", "simplebaseline_r50"),
                        ("fasterpose_mnv2", "simplebaseline_mnv2")):
             for fmt in _FORMATS.value:

@@ -15,15 +15,16 @@ import sys
 from absl import app, flags
 
 from fptflite.evaluation import bootstrap
+from fptflite.utils import cli
 from fptflite.utils.io import write_json_atomic
 
-_ANN = flags.DEFINE_string("ann_file", None, "COCO person keypoints JSON the results score on.")
+_ANN = cli.flag("ann_file")
 _RESULTS = flags.DEFINE_list("results", None, "NAME=RESULTS_JSON, at least two.")
 _RESAMPLES = flags.DEFINE_integer("num_resamples", bootstrap.DEFAULT_NUM_RESAMPLES,
                                   "Bootstrap resamples of the images.")
 _CONFIDENCE = flags.DEFINE_float("confidence", bootstrap.DEFAULT_CONFIDENCE,
                                  "Confidence of the interval.")
-_OUT = flags.DEFINE_string("out_file", None, "Also write the differences here (JSON).")
+_OUT = cli.flag("out_json")
 flags.mark_flags_as_required(["ann_file", "results"])
 
 

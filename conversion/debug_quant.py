@@ -13,30 +13,28 @@ latency beside the full-int8 file's (validation set of the config, or --ann_file
 """
 
 import os
-import sys
 
 from absl import app, flags
 
 import fptflite  # noqa: F401  (selects tf_keras before TensorFlow loads)
+from fptflite import rundir
 from fptflite.data import datasets
 from fptflite.evaluation import parity
-from fptflite.tasks import trainer
+from fptflite.tasks import configs
 from fptflite.tasks.calibration import calibration_crops_for
 from fptflite.tflite import debug, parity_gate
+from fptflite.utils import cli
 
-_MODEL = flags.DEFINE_string("model", None, "Float training dir or float .keras file.")
-_OUT = flags.DEFINE_string("out_dir", None, "Output folder.")
+_MODEL = cli.flag("model")
+_OUT = cli.flag("out_dir")
 _FLOAT_LAYERS = flags.DEFINE_integer("float_layers", 0, "Keep this many worst layers in float "
                                      "and compare the mixed file with full int8 (0: no).")
-_NUM_CALIB = flags.DEFINE_integer("num_calibration", datasets.DEFAULT_NUM_CALIBRATION,
-                                  "Calibration / debug crops.")
-_CALIB_ANN = flags.DEFINE_string("calib_ann_file", None, "Calibration annotations (default: "
-                                 "the training set of --model's config).")
-_CALIB_IMG = flags.DEFINE_string("calib_image_dir", None, "Calibration images.")
-_ANN = flags.DEFINE_string("ann_file", None, "Validation annotations for --float_layers "
-                           "(default: the config's validation set).")
-_IMAGES = flags.DEFINE_string("image_dir", None, "Validation images.")
-_THREADS = flags.DEFINE_integer("num_threads", None, "Interpreter threads.")
+_NUM_CALIB = cli.flag("num_calibration", default=datasets.DEFAULT_NUM_CALIBRATION)
+_CALIB_ANN = cli.flag("calib_ann_file")
+_CALIB_IMG = cli.flag("calib_image_dir")
+_ANN = cli.flag("ann_file")
+_IMAGES = cli.flag("image_dir")
+_THREADS = cli.flag("num_threads")
 _TOP = flags.DEFINE_integer("top", 5, "Worst layers to print.")
 flags.mark_flags_as_required(["model", "out_dir"])
 
@@ -51,13 +49,13 @@ def _val_split(model_arg: str, input_size) -> tuple[list, str]:
     if not os.path.isdir(model_arg):
         raise app.UsageError("--float_layers needs --ann_file and --image_dir (or a "
                              "training dir)")
-    data = trainer.load_config(model_arg).data
+    data = configs.load_config(model_arg).data
     return datasets.load_split(data, "val", w / h)[0], data.paths()["val_ann"]
 
 
 def main(argv):
     del argv
-    path = trainer.best_export(_MODEL.value) if os.path.isdir(_MODEL.value) else _MODEL.value
+    path = rundir.resolve_model(_MODEL.value)
     model = parity_gate.load_float_reference(path)
     h, w = (int(d) for d in model.input_shape[1:3])
     crops = calibration_crops_for(_MODEL.value, _CALIB_ANN.value, _CALIB_IMG.value, (h, w),
@@ -78,4 +76,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(app.run(main))
+    cli.run_tool(main, (rundir.RunDirError,))

@@ -1,131 +1,94 @@
-"""Evaluation of a .tflite with the LiteRT interpreter (COCO AP or MPII PCKh, by the annotation
-file), optionally against its float model.
+"""Evaluation of a .tflite on a runtime (COCO AP or MPII PCKh, by the annotation file),
+against its float model.
 
-    python -m conversion.evaluate_tflite --tflite=FILE --ann_file=... --image_dir=... \
-        [--det_file=...] [--num_threads=2] [--compare_to=FLOAT_MODEL] --out_dir=DIR
+    python -m conversion.evaluate_tflite --tflite=FILE --model=RUN_OR_KERAS \
+        [--ann_file=... --image_dir=... --det_file=...] [--runtime=cpu] [--num_threads=N] \
+        [--out_dir=RUN/parity] [--max_drop=0.5]
 
-Same preprocessing, decoding and COCOeval as training.evaluate; flip test, decoder and batch
-size default to the .tflite sidecar's "evaluation" section, else the training config of
---compare_to (or beside the .tflite), else TrainConfig's defaults. Evaluation streams: memory
-holds one batch of heatmaps and the decoded keypoints, whatever the number of boxes.
+Same preprocessing, decoding and metric as training.evaluate; the data defaults to the
+validation set of --model's run (its detections and threshold if it used them); flip test,
+decoder and batch size to the .tflite sidecar's "evaluation" section, else the run's config.
+Evaluation streams: memory holds one batch of heatmaps and the decoded keypoints, whatever
+the number of boxes.
 
-With --compare_to (a float .keras or training dir) it writes a parity report: both APs, the
-AP delta with its paired-bootstrap confidence interval over the images, per-keypoint pixel
-error between the two models on the same crops, heatmap correlation and parity.png, and
-exits with status 1 (naming both APs) when the .tflite's AP is more than --max_ap_drop AP
-points (default 0.5) below the float model's.
+Writes, into OUT_DIR/FILE_STEM, the file's results, a parity report (both scores, the delta
+with its paired-bootstrap interval over COCO images, per-keypoint pixel error between the two
+models on the same crops, heatmap correlation) and parity.png, prints the file's score as
+"METRIC NN.NN" lines, and exits with status 1 (naming both scores) when the file scores more
+than --max_drop points below the float model; 2 on bad input (a path that is not a model, a
+file of another model, a runtime that cannot run here).
 """
 
 import os
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
 import fptflite  # noqa: F401  (selects tf_keras before TensorFlow loads)
-from fptflite.data import datasets
-from fptflite.evaluation import bootstrap, metrics, parity
-from fptflite.tasks import eval_settings, trainer
+from fptflite import rundir
+from fptflite.evaluation import bootstrap, parity
+from fptflite.tasks import stages
 from fptflite.tflite import parity_gate, runtimes
-from fptflite.tflite.runner import TFLitePredictor
+from fptflite.utils import cli
 
-_TFLITE = flags.DEFINE_string("tflite", None, "The .tflite file.")
-_ANN = flags.DEFINE_string("ann_file", None, "COCO person keypoints JSON or MPII JSON list.")
-_IMAGES = flags.DEFINE_string("image_dir", None, "Folder of the images.")
-_DET = flags.DEFINE_string("det_file", None, "Person detections JSON (else GT boxes).")
-_DET_THR = flags.DEFINE_float("det_score_threshold", 0.0, "Minimum detection score.")
-_HEAD_MAT = flags.DEFINE_string("head_boxes_mat", None, "MPII: gt_valid.mat with head boxes "
-                                "(default: the records' head_box fields).")
-_THREADS = flags.DEFINE_integer("num_threads", None, "Interpreter threads (default: all).")
-_RUNTIME = flags.DEFINE_enum("runtime", "cpu", list(runtimes.RUNTIMES),
-                             "Where the file runs: cpu (LiteRT + XNNPACK), cpu_reference "
-                             "(LiteRT's own kernels), gpu (LiteRT's GPU accelerator), "
-                             "tflite2.14 (TensorFlow Lite 2.14 in its own environment).")
-_COMPARE = flags.DEFINE_string("compare_to", None, "Float model (.keras or training dir).")
-_FLIP = flags.DEFINE_bool("flip_test", None, "Average with the flipped image's heatmaps "
-                          "(default: the model's training config).")
-_DECODE = flags.DEFINE_enum("decode", None, ["dark", "quarter", "argmax"],
-                            "Decoder (default: the model's training config).")
-_BATCH = flags.DEFINE_integer("batch_size", None, "Crops per interpreter call (default: the "
-                              "config's eval batch size).")
-_OUT = flags.DEFINE_string("out_dir", None, "Results go here.")
-_MAX_DROP = flags.DEFINE_float(
-    "max_ap_drop", parity_gate.DEFAULT_MAX_AP_DROP_POINTS,
-    "With --compare_to: exit non-zero when the .tflite's AP (MPII: mean PCKh) is more than "
-    "this many points below the float model's (negative: demand a gain).")
-flags.mark_flags_as_required(["tflite", "ann_file", "image_dir", "out_dir"])
+FLAGS = cli.define(
+    "tflite", "model", "ann_file", "image_dir", "det_file", "det_score_threshold",
+    "head_boxes_mat", "runtime", "num_threads", "flip_test", "decode", "batch_size", "out_dir",
+    "max_drop", required=["tflite", "model"],
+    enum_values={"runtime": list(runtimes.RUNTIMES), "decode": ["dark", "quarter", "argmax"]},
+    defaults={"max_drop": parity_gate.DEFAULT_MAX_DROP_POINTS},
+    help_notes={"model": "Here: the float model the file came from.",
+                "out_dir": "Default: MODEL/parity for a run directory."})
+del flags
 
 
-def _print_rate(num_crops: int, seconds: float, what: str = "TFLite") -> None:
-    print(f"evaluated {num_crops} crops ({what}) in {seconds:.1f} s: "
-          f"{num_crops / max(seconds, 1e-9):.1f} crops/s (prediction, decoding and COCOeval)")
-
-
-def _load(input_size) -> tuple[list, metrics.Metric]:
-    """The persons of --ann_file (COCO or MPII, by the file) and their metric."""
-    h, w = input_size
-    reader = datasets.file_reader(_ANN.value)
-    instances, report = datasets.load_file(
-        _ANN.value, _IMAGES.value, w / h, reader, det_file=_DET.value,
-        det_score_threshold=_DET_THR.value, head_boxes_mat=_HEAD_MAT.value)
-    print(f"{len(instances)} persons ({report.summary()}), {reader} annotations")
-    return instances, metrics.get_metric(reader)
-
-
-def _print_difference(metric: metrics.Metric, rep: dict) -> None:
-    """The paired-bootstrap interval of the AP difference (COCO: over images)."""
-    if not metric.image_bootstrap:
+def _print_difference(ev: stages.Evaluation, rep: dict) -> None:
+    """The paired-bootstrap interval of the score difference (COCO: over images)."""
+    if not ev.metric.image_bootstrap:
         print("(no bootstrap interval: it resamples COCO images; PCKh compares the same "
               "persons directly)")
         return
     tables = bootstrap.load_match_tables(
-        _ANN.value, {"tflite": rep["results_file"], "float": rep["float_results_file"]})
+        ev.ann_file, {"tflite": rep["results_file"], "float": rep["float_results_file"]})
     print(bootstrap.format_difference(
         "tflite", "float", bootstrap.paired_ap_difference(tables["tflite"], tables["float"])))
 
 
 def main(argv):
     del argv
-    try:
-        predictor = TFLitePredictor(_TFLITE.value, num_threads=_THREADS.value,
-                                    runtime=_RUNTIME.value)
-    except runtimes.RuntimeUnavailable as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    h, w = predictor.input_size
-    instances, metric = _load((h, w))
-    settings = eval_settings.resolve(_FLIP.value, _DECODE.value, _BATCH.value,
-                                     [_COMPARE.value, _TFLITE.value], _TFLITE.value)
-    print(f"decode {settings.decode}, flip test {settings.flip_test}, batch "
-          f"{settings.batch_size} (flags, else {settings.source})")
+    tflite, model = FLAGS["tflite"].value, FLAGS["model"].value
+    if not os.path.isfile(tflite) or not tflite.endswith(".tflite"):
+        raise cli.BadInput(f"--tflite={tflite}: expected a .tflite file")
+    out_dir = FLAGS["out_dir"].value
+    if out_dir is None:
+        if not os.path.isdir(model):
+            raise cli.BadInput("--out_dir is needed when --model is a model file")
+        out_dir = rundir.parity_dir(model)
+    data = stages.eval_data(model, FLAGS["ann_file"].value, FLAGS["image_dir"].value,
+                            FLAGS["det_file"].value, FLAGS["det_score_threshold"].value)
+    label = os.path.splitext(os.path.basename(tflite))[0]
+    runtime = FLAGS["runtime"].value
     t0 = time.perf_counter()
-    if not _COMPARE.value:
-        stats, _ = metric.evaluate(predictor, instances, _ANN.value, (h, w), _OUT.value,
-                                   settings.batch_size, settings.flip_test, settings.decode)
-        print(metric.format_stats(stats, f"{_TFLITE.value}"))
-        _print_rate(len(instances), time.perf_counter() - t0)
-        return 0
-    path = trainer.best_export(_COMPARE.value) if os.path.isdir(_COMPARE.value) \
-        else _COMPARE.value
-    float_model = parity_gate.load_float_reference(path)
-    parity_gate.check_compatible(_TFLITE.value, float_model, path)
-    t0 = time.perf_counter()
-    rep = parity.evaluate_against_float(_TFLITE.value, float_model, instances, _ANN.value,
-                                        _OUT.value, _THREADS.value, settings.batch_size,
-                                        settings.flip_test, settings.decode, metric=metric,
-                                        runtime=_RUNTIME.value)
-    _print_rate(len(instances), time.perf_counter() - t0,
-                f"float + TFLite on {_RUNTIME.value} on each crop")
-    print(metric.format_stats(rep["float_stats"], f"float model {path}"))
-    print(metric.format_stats(rep["stats"], f"{_TFLITE.value}"))
-    print(parity.format_parity({os.path.basename(_TFLITE.value): rep}))
-    _print_difference(metric, rep)
-    print(f"parity report: {os.path.join(_OUT.value, 'parity.json')}, plot: "
-          f"{os.path.join(_OUT.value, 'parity.png')}")
+    ev = stages.evaluate({label: tflite}, model, out_dir, data, runtime,
+                         FLAGS["num_threads"].value, FLAGS["flip_test"].value,
+                         FLAGS["decode"].value, FLAGS["batch_size"].value,
+                         FLAGS["head_boxes_mat"].value)
+    rep = ev.reports[label]
+    seconds = time.perf_counter() - t0
+    print(f"evaluated {len(ev.instances)} crops (float + TFLite on {runtime}) in "
+          f"{seconds:.1f} s: {len(ev.instances) / max(seconds, 1e-9):.1f} crops/s")
+    print(ev.metric.format_stats(rep["float_stats"], f"float model {model}"))
+    print(ev.metric.format_stats(rep["stats"], f"{tflite} on {runtime}"))
+    print(parity.format_parity({label: rep}))
+    _print_difference(ev, rep)
+    print(f"{ev.metric.name} {100 * rep['candidate_score']:.2f} ({tflite} on {runtime}); "
+          f"float {100 * rep['reference_score']:.2f}")
+    print(f"parity report: {os.path.join(out_dir, label, 'parity.json')}")
     try:
-        print(parity_gate.check_ap_drop(rep["reference_ap"], rep["candidate_ap"],
-                                        _MAX_DROP.value, f"{_TFLITE.value} on {_RUNTIME.value}",
-                                        path, metric.name))
+        print(parity_gate.check_drop(rep["reference_score"], rep["candidate_score"],
+                                     FLAGS["max_drop"].value, f"{tflite} on {runtime}",
+                                     model, ev.metric.name))
     except parity_gate.ParityError as e:
         print(e, file=sys.stderr)
         return 1
@@ -133,4 +96,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(app.run(main))
+    cli.run_tool(main, (rundir.RunDirError, runtimes.RuntimeUnavailable))

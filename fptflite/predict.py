@@ -1,17 +1,17 @@
 """Top-down pose prediction on an image or a video.
 
     python -m fptflite.predict --model=X.tflite|MODEL_DIR|X.keras (--image=PATH | --video=PATH)
-        [--boxes=COCO_DET_JSON [--ann_file=COCO_ANN_JSON | --image_id=ID]] [--track] [--smooth]
-        --out=PATH [--json_out=PATH]
+        [--det_file=COCO_DET_JSON [--ann_file=COCO_ANN_JSON | --image_id=ID]] [--track] [--smooth]
+        --out=PATH [--out_json=PATH]
 
-Writes the annotated image/video (--out) and COCO-results JSON (--json_out, default --out with
+Writes the annotated image/video (--out) and COCO-results JSON (--out_json, default --out with
 .json). The last line printed ends with "F frames/s" (end to end). With a .tflite model only
 LiteRT, OpenCV and numpy are used (TensorFlow is not imported).
 
 An image's boxes are the detections of its COCO id: --image_id, or the id of the --ann_file
 ``images`` entry whose file_name is the image's basename (never parsed from the file name).
 A detection file of a single image needs neither. The results' ``image_id`` is that id; with
-no --boxes and no id given it is 0. For a video, ``image_id`` is the frame index.
+no --det_file and no id given it is 0. For a video, ``image_id`` is the frame index.
 """
 
 import os
@@ -19,6 +19,7 @@ import sys
 
 from absl import app, flags
 
+from fptflite import rundir
 from fptflite.serving import one_euro
 from fptflite.serving.predictors import load_predictor
 from fptflite.serving.video import (
@@ -29,17 +30,16 @@ from fptflite.serving.video import (
     predict_video,
 )
 from fptflite.tflite import runtimes
+from fptflite.utils import cli
 
-_MODEL = flags.DEFINE_string("model", None, ".tflite file, .keras file or training dir.")
+_MODEL = cli.flag("model")
 _IMAGE = flags.DEFINE_string("image", None, "Input image.")
 _VIDEO = flags.DEFINE_string("video", None, "Input video.")
-_BOXES = flags.DEFINE_string("boxes", None, "COCO detection JSON (image: the boxes of its COCO "
-                             "id; video: image_id = frame index); default: the whole frame.")
-_ANN_FILE = flags.DEFINE_string("ann_file", None, "Image: COCO annotation JSON whose 'images' "
-                                "entry with the image's file name gives its COCO id.")
-_IMAGE_ID = flags.DEFINE_integer("image_id", None, "Image: its COCO id (selects its --boxes "
+_BOXES = cli.flag("det_file")
+_ANN_FILE = cli.flag("ann_file")
+_IMAGE_ID = flags.DEFINE_integer("image_id", None, "Image: its COCO id (selects its --det_file "
                                  "and is written into the results).")
-_BOX_SCORE = flags.DEFINE_float("box_score_threshold", 0.0, "Ignore boxes scoring below.")
+_BOX_SCORE = cli.flag("det_score_threshold")
 _TRACK = flags.DEFINE_bool("track", False, "Video: place each crop from the previous frame's "
                            "keypoints (MoveNet's rule).")
 _SMOOTH = flags.DEFINE_bool("smooth", False, "Video: One-Euro filter per keypoint coordinate.")
@@ -49,23 +49,19 @@ _BETA = flags.DEFINE_float("beta", one_euro.DEFAULT_BETA,
                            "One-Euro speed coefficient; higher = less lag.")
 _D_CUTOFF = flags.DEFINE_float("d_cutoff", one_euro.DEFAULT_D_CUTOFF,
                                "One-Euro derivative cutoff (Hz).")
-_THREADS = flags.DEFINE_integer("num_threads", None, "LiteRT CPU threads.")
-_RUNTIME = flags.DEFINE_enum("runtime", "cpu", list(runtimes.RUNTIMES),
-                             "Where a .tflite runs: cpu (LiteRT + XNNPACK), cpu_reference, gpu "
-                             "(LiteRT's GPU accelerator) or tflite2.14.")
-_OUT = flags.DEFINE_string("out", None, "Annotated image or video (.mp4/.avi) to write.")
-_JSON = flags.DEFINE_string("json_out", None, "COCO-results JSON (default: --out + .json).")
+_THREADS = cli.flag("num_threads")
+_RUNTIME = cli.flag("runtime", enum_values=list(runtimes.RUNTIMES))
+_OUT = cli.flag("out")
+_JSON = cli.flag("out_json")
 flags.mark_flags_as_required(["model", "out"])
 
 
-def _model_file(path: str) -> str:
-    """``--model`` as a model file: a training dir resolves to its best export."""
-    if not os.path.isdir(path):
-        return path
-    # Imported here: fptflite.tasks imports TensorFlow, which a .tflite run must not load.
-    from fptflite.tasks import trainer
-
-    return trainer.best_export(path)
+def _det_score_threshold() -> float:
+    """--det_score_threshold, else the run's (a run directory or a model in one), else 0."""
+    if _BOX_SCORE.value is not None:
+        return _BOX_SCORE.value
+    run = rundir.run_of(_MODEL.value)
+    return float(rundir.read_config(run)["data"]["det_score_threshold"]) if run else 0.0
 
 
 def _image_id() -> int | None:
@@ -87,10 +83,10 @@ def main(argv):
     json_out = _JSON.value or os.path.splitext(_OUT.value)[0] + ".json"
     opts = PredictOptions(track=_TRACK.value, smooth=_SMOOTH.value,
                           min_cutoff=_MIN_CUTOFF.value, beta=_BETA.value,
-                          d_cutoff=_D_CUTOFF.value, box_score_threshold=_BOX_SCORE.value)
+                          d_cutoff=_D_CUTOFF.value, box_score_threshold=_det_score_threshold())
     try:
         image_id = _image_id() if _IMAGE.value else None
-        predictor = load_predictor(_model_file(_MODEL.value), _THREADS.value, _RUNTIME.value)
+        predictor = load_predictor(_MODEL.value, _THREADS.value, _RUNTIME.value)
         if _IMAGE.value:
             stats = predict_image(predictor, _IMAGE.value, _OUT.value, json_out, _BOXES.value,
                                   opts, image_id)
@@ -98,6 +94,7 @@ def main(argv):
             stats = predict_video(predictor, _VIDEO.value, _OUT.value, json_out, _BOXES.value,
                                   opts)
     except (PredictError, FileNotFoundError, ValueError, runtimes.RuntimeUnavailable) as e:
+        # RunDirError is a ValueError: a run directory without a model
         print(f"error: {e}", file=sys.stderr)
         return 2
     if stats["incomplete"]:

@@ -78,8 +78,9 @@ def parity_plot(reports: dict[str, dict], path: str) -> str:
     for n, (label, rep) in enumerate(reports.items()):
         vals = [rep["per_keypoint_error_px"][k] for k in names]
         ax.bar(np.arange(len(names)) + n * width, vals, width,
-               label=f"{label} ({rep.get('metric', 'AP')} {100 * rep['candidate_ap']:.1f} vs float "
-                     f"{100 * rep['reference_ap']:.1f})")
+               label=f"{label} ({rep.get('metric', 'AP')} {100 * rep['candidate_score']:.1f} "
+                     "vs float "
+                     f"{100 * rep['reference_score']:.1f})")
     ax.set_xticks(np.arange(len(names)) + width * (len(reports) - 1) / 2)
     ax.set_xticklabels(names, rotation=45, ha="right")
     ax.set_ylabel("mean |TFLite - float| (crop px)")

@@ -9,7 +9,7 @@ import pytest
 import tf_keras as keras
 
 from fptflite.models import count_macs, heatmap_logits_model
-from fptflite.tasks import ablation, trainer
+from fptflite.tasks import ablation, configs, trainer
 
 # A study small enough for a test: 64x64 input, 24 + 6 synthetic images, 2 epochs.
 TINY = ("input_size=[64,64]", "neck_channels=16", "batch_size_per_replica=8",
@@ -152,7 +152,7 @@ def test_tiny_study_schema_and_curves_from_the_runs(study):
     for r in saved["runs"]:
         assert set(r) == RUN_KEYS
         model_dir = out / r["model_dir"]
-        cfg = trainer.load_config(str(model_dir))
+        cfg = configs.load_config(str(model_dir))
         assert cfg == ablation.variant_config(ablation.recipe_config(_options(out)),
                                               r["variant"], 0)
         # The curve is the run's own eval history; its last point its final evaluation.

@@ -3,6 +3,8 @@ ops, and the file run through a replica of the app's pipeline on rendered frames
 
 import json
 import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -14,6 +16,8 @@ from fptflite.keypoints import COCO_KEYPOINT_NAMES
 from fptflite.serving import android, app_pipeline, dropin_build, dropin_check
 from fptflite.serving.decode_layer import HeatmapPeakDecode
 from fptflite.tflite import litert
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SIZE = 64
 FRAME = (160, 160)
@@ -178,6 +182,7 @@ def _frames_dataset(root):
 @pytest.fixture(scope="module")
 def dropin(tmp_path_factory):
     """A tiny model fitted to rendered single-figure frames, exported as the drop-in (PTQ)."""
+    from fptflite import rundir
     from fptflite.data import datasets
     from fptflite.quantization.model_io import load_model
     from fptflite.tasks import configs, trainer
@@ -193,14 +198,14 @@ def dropin(tmp_path_factory):
         "augment.flip=false", "augment.half_body_prob=0.0"])
     model_dir = os.path.join(root, "float")
     trainer.train(cfg, model_dir)
-    source = trainer.best_export(model_dir)
+    source = rundir.best_export(model_dir)
     body = load_model(source)
     calib = datasets.split_calibration_crops(cfg.data, (SIZE, SIZE), "train", 16)
     assets = os.path.join(root, "assets")
     card = android.export_android(body, "ptq", assets, calib, source, os.path.join(root, "w"),
                                   threads=(2,))
     return {"assets": assets, "card": card, "frames": frames, "body": body, "calib": calib,
-            "root": root}
+            "root": root, "run": model_dir}
 
 
 @pytest.mark.slow
@@ -208,8 +213,9 @@ def test_dropin_file_contract_and_ops(dropin):
     path = os.path.join(dropin["assets"], android.DROPIN_FILENAME)
     report = dropin_check.audit_dropin(path)
     assert report["passed"], report["problems"]
+    # The app's raw uint8 pixels are the int8 body's input as they are: scale 1, zero point 0.
     assert report["input"] == {"shape": [1, SIZE, SIZE, 3], "dtype": "uint8",
-                               "quantization": report["input"]["quantization"]}
+                               "quantization": [1.0, 0.0]}
     assert report["output"] == {"shape": [1, 1, 17, 3], "dtype": "float32"}
     assert not set(report["ops"]) & dropin_check.FORBIDDEN_OPS
     assert report["ops"]["DEQUANTIZE"] == 1  # one float boundary: int8 body, float decode
@@ -290,3 +296,32 @@ def test_qat_dropin_keeps_contract_and_decode(dropin):
     print(f"QAT drop-in: in-graph vs Python DARK {parity}")
     # measured: mean 2.5e-6, max 8.6e-6 px (DARK in float32 vs float64); the same pixel always
     assert parity["mean_px"] < 1e-5 and parity["max_px"] < 1e-4 and parity["max_score_diff"] == 0
+
+
+@pytest.mark.slow
+def test_export_without_the_old_runtime_installed_downloads_nothing(dropin, tmp_path):
+    """No TensorFlow Lite 2.14 environment and no package index: the export succeeds and its
+    card says the 2.14 check was not run and why; asked for explicitly, it exits 2 with that
+    reason and writes nothing. Nothing is installed at run time."""
+    empty = tmp_path / "runtimes"
+    empty.mkdir()
+    env = {**os.environ, "FPTFLITE_RUNTIMES_DIR": str(empty), "PIP_CONFIG_FILE": os.devnull,
+           "PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_NO_INDEX": "1"}
+    missing = f"TensorFlow Lite 2.14 environment missing ({empty / 'tflite2.14'}): make runtimes"
+    cmd = [sys.executable, "-m", "conversion.export_android", f"--model={dropin['run']}",
+           "--int8=ptq"]
+    done = subprocess.run([*cmd, f"--out_dir={tmp_path / 'assets'}"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    card = json.load(open(tmp_path / "assets" / "model_card.json"))
+    assert card["runs_on"]["tflite_2.14"] == {"runtime": "tflite2.14", "ran": False,
+                                              "reason": missing}
+    assert card["keypoints_vs_cpu_heatmap_px"]["tflite2.14"] == {"ran": False,
+                                                                "reason": missing}
+    assert os.listdir(empty) == []
+    asked = subprocess.run([*cmd, f"--out_dir={tmp_path / 'asked'}", "--min_runtime=2.14"],
+                           cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert asked.returncode == 2, asked.stderr[-3000:]
+    assert asked.stderr.strip().splitlines()[-1] == \
+        f"error: --min_runtime=2.14 was asked for: {missing}"
+    assert not (tmp_path / "asked").exists() and os.listdir(empty) == []

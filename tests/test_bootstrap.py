@@ -152,7 +152,7 @@ def test_compare_ap_binary_prints_and_writes_every_pair(tmp_path):
     run = subprocess.run(
         [sys.executable, "-m", "conversion.compare_ap", f"--ann_file={ann}",
          f"--results=good={files['good']},bad={files['bad']}", "--num_resamples=200",
-         f"--out_file={out}"], cwd=repo, capture_output=True, text=True, timeout=120)
+         f"--out_json={out}"], cwd=repo, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     tables = bootstrap.load_match_tables(ann, files)
     expected = bootstrap.paired_ap_difference(tables["good"], tables["bad"], num_resamples=200)

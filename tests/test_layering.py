@@ -21,6 +21,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("fptflite", "fptflite.keypoints", "fptflite.codec", "fptflite.losses", "fptflite.utils",
+     "fptflite.rundir",
      "fptflite.visualization"),
     ("fptflite.data",),
     ("fptflite.models",),

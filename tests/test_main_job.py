@@ -3,6 +3,7 @@ when the int8 file is broken."""
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 from helpers.runtimes import check_ran, require_all
 
+from fptflite import rundir
 from fptflite.tasks import main_job
 from fptflite.tflite import runtimes
 
@@ -66,15 +68,15 @@ def _break_head_weight_scales(src: str, dst: str) -> None:
 
 @pytest.fixture(scope="module")
 def main_job_run(fit_data, tmp_path_factory):
-    """The main job on the fitted data: (out dir, report.json, data dir, scratch dir)."""
+    """The main job on the fitted data, with the tools' defaults (QAT: calibrated ranges, 0
+    epochs): (run dir, report.json, data dir, scratch dir)."""
     tmp_path = tmp_path_factory.mktemp("main_job")
     out = tmp_path / "demo"
     report = main_job.run(main_job.MainJobOptions(
-        out_dir=str(out), config="demo", data_dir=fit_data, overrides=FIT_OVERRIDES,
-        qat_epochs=1, qat_learning_rate=1e-4, num_calibration=16, num_threads=2,
-        max_ap_drop=TEST_MAX_AP_DROP, android_assets_dir=str(tmp_path / "assets")))
-    on_disk = json.load(open(out / "report.json"))
-    for key in ("float_ap", "int8_qat_ap", "int8_ptq_ap"):
+        run_dir=str(out), config="demo", data_dir=fit_data, overrides=FIT_OVERRIDES,
+        num_threads=2, max_drop=TEST_MAX_AP_DROP, android_assets_dir=str(tmp_path / "assets")))
+    on_disk = json.load(open(out / rundir.REPORT_JSON))
+    for key in ("float_score", "int8_qat_score", "int8_ptq_score"):
         assert on_disk[key] == report[key]
     return out, on_disk, fit_data, tmp_path
 
@@ -87,28 +89,32 @@ def test_main_job_end_to_end(main_job_run):
     from fptflite.tflite import parity_gate
 
     out, on_disk, fit_data, tmp_path = main_job_run
-    print({k: on_disk[k] for k in ("float_ap", "int8_qat_ap", "int8_ptq_ap")},
+    print({k: on_disk[k] for k in ("float_score", "int8_qat_score", "int8_ptq_score")},
           on_disk["shipped"]["reason"], on_disk["int8_qat_fidelity"])
     # A model that predicts: the float model fits its images.
-    assert on_disk["float_ap"] >= 0.5
-    float_metrics = json.load(open(out / "eval" / "float" / "metrics.json"))
-    assert on_disk["float_ap"] == float_metrics["AP"]
+    assert on_disk["metric"] == "AP" and on_disk["float_score"] >= 0.5
+    parity_dir = out / rundir.PARITY_DIR
+    float_metrics = json.load(open(parity_dir / "float" / "metrics.json"))
+    assert on_disk["float_score"] == float_metrics["AP"]
     for fmt in ("int8_qat", "int8_ptq", "float32"):
-        metrics = json.load(open(out / "eval" / fmt / "metrics.json"))
-        assert on_disk[f"{fmt}_ap" if fmt != "float32" else "float32_tflite_ap"] == metrics["AP"]
+        metrics = json.load(open(parity_dir / fmt / "metrics.json"))
+        assert on_disk[f"{fmt}_score"] == metrics["AP"]
         assert on_disk["tflite"][fmt]["audit_passed"]
-    assert abs(on_disk["float32_tflite_ap"] - on_disk["float_ap"]) < 1e-3
+    assert abs(on_disk["float32_score"] - on_disk["float_score"]) < 1e-3
+    # The run directory has the layout every tool reads: the QAT run beside the float run.
+    assert on_disk["qat_model"] == rundir.best_export(rundir.qat_dir(str(out)))
+    assert on_disk["qat_recipe"] == {"epochs": 0, "learning_rate": None}
     # Both int8 files keep the float model's heatmaps; the shipped one its AP.
     for fmt in ("int8_qat", "int8_ptq"):
         assert on_disk["parity"][fmt]["heatmap_correlation"] >= 0.99
-    best = max(on_disk["int8_qat_ap"], on_disk["int8_ptq_ap"])
-    assert 100 * (on_disk["float_ap"] - best) <= TEST_MAX_AP_DROP
+    best = max(on_disk["int8_qat_score"], on_disk["int8_ptq_score"])
+    assert 100 * (on_disk["float_score"] - best) <= TEST_MAX_AP_DROP
     # The bootstrap's full-set differences are pycocotools' APs; the shipped file is the
     # better one beyond noise, else the one closer to the float keypoints.
     diffs = on_disk["ap_differences"]
     for fmt in ("int8_qat", "int8_ptq"):
         assert diffs[f"{fmt} - float"]["delta_points"] == pytest.approx(
-            100 * (on_disk[f"{fmt}_ap"] - on_disk["float_ap"]), abs=1e-9)
+            100 * (on_disk[f"{fmt}_score"] - on_disk["float_score"]), abs=1e-9)
     qat_vs_ptq = diffs["int8_qat - int8_ptq"]
     assert qat_vs_ptq["ci_low_points"] <= qat_vs_ptq["delta_points"] <= \
         qat_vs_ptq["ci_high_points"]
@@ -117,7 +123,7 @@ def test_main_job_end_to_end(main_job_run):
                      key=lambda f: on_disk["parity"][f]["mean_keypoint_error_px"])
         assert on_disk["shipped"]["format"] == closer
     else:
-        assert on_disk[f"{on_disk['shipped']['format']}_ap"] == best
+        assert on_disk[f"{on_disk['shipped']['format']}_score"] == best
     # The Keras QAT simulation is the file that ships (same crops).
     fid = on_disk["int8_qat_fidelity"]
     # int8 arithmetic rounds where the simulation does not, and DARK's sub-pixel step moves
@@ -152,16 +158,17 @@ def test_main_job_end_to_end(main_job_run):
         float_model, val, os.path.join(fit_data, "annotations", "person_keypoints_val.json"),
         str(tmp_path / "float_eval"), 2, progress=False)
     rep = reps["broken"]
-    print("broken:", rep["candidate_ap"], rep["heatmap_correlation"])
-    assert reps["shipped"]["candidate_ap"] == on_disk[shipped["format"] + "_ap"]
-    assert rep["reference_ap"] == reps["shipped"]["reference_ap"] == on_disk["float_ap"]
+    print("broken:", rep["candidate_score"], rep["heatmap_correlation"])
+    assert reps["shipped"]["candidate_score"] == on_disk[shipped["format"] + "_score"]
+    assert rep["reference_score"] == reps["shipped"]["reference_score"] == \
+        on_disk["float_score"]
     assert reps["shipped"]["heatmap_correlation"] == pytest.approx(
         on_disk["parity"][shipped["format"]]["heatmap_correlation"], abs=1e-6)
     assert rep["heatmap_correlation"] < 0.99
     with pytest.raises(parity_gate.ParityError, match=r"AP .* vs .*float|parity FAILED"):
-        parity_gate.check_ap_drop(rep["reference_ap"], rep["candidate_ap"], TEST_MAX_AP_DROP,
+        parity_gate.check_drop(rep["reference_score"], rep["candidate_score"], TEST_MAX_AP_DROP,
                                   broken)
-    assert np.isfinite(rep["candidate_ap"])
+    assert np.isfinite(rep["candidate_score"])
 
     # The same gate from the command line: exit status 1 and the message naming both APs
     # when the budget demands a 5-point gain (within budget, the gate above passed).
@@ -169,13 +176,14 @@ def test_main_job_end_to_end(main_job_run):
     run = subprocess.run(
         [sys.executable, "-m", "conversion.evaluate_tflite", f"--tflite={shipped['path']}",
          f"--ann_file={ann}", f"--image_dir={os.path.join(fit_data, 'images', 'val')}",
-         "--num_threads=2", f"--compare_to={out / 'float'}", "--max_ap_drop=-5",
+         "--num_threads=2", f"--model={out}", "--max_drop=-5",
          f"--out_dir={tmp_path / 'gate'}"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert run.returncode == 1, run.stderr[-3000:]
     assert "tflite - float: " in run.stdout and "paired bootstrap over 6 images" in run.stdout
     assert (f"parity FAILED: {shipped['path']} on cpu: AP "
-            f"{100 * on_disk[shipped['format'] + '_ap']:.2f} vs {100 * on_disk['float_ap']:.2f}"
-            f" for {on_disk['float_model']}") in run.stderr
+            f"{100 * on_disk[shipped['format'] + '_score']:.2f} vs "
+            f"{100 * on_disk['float_score']:.2f}"
+            f" for {out}") in run.stderr
 
 
 @pytest.mark.slow
@@ -189,16 +197,17 @@ def test_shipped_file_on_every_runtime(main_job_run):
     assert list(rows) == list(runtimes.RUNTIMES)
     check_ran(rows)
     shipped = on_disk["shipped"]["format"]
-    assert rows["cpu"]["candidate_ap"] == on_disk[shipped + "_ap"]
+    assert rows["cpu"]["candidate_score"] == on_disk[shipped + "_score"]
     for name, row in rows.items():
         if not row["ran"]:
             continue
-        assert row["passed"] and row["reference_ap"] == on_disk["float_ap"], row["verdict"]
-        metrics = json.load(open(out / "eval" / ("runtimes/" + name if name != "cpu"
-                                                  else shipped) / "metrics.json"))
-        assert row["candidate_ap"] == metrics["AP"]
+        assert row["passed"] and row["reference_score"] == on_disk["float_score"], \
+            row["verdict"]
+        metrics = json.load(open(out / rundir.PARITY_DIR / (
+            "runtimes/" + name if name != "cpu" else shipped) / "metrics.json"))
+        assert row["candidate_score"] == metrics["AP"]
     if rows["tflite2.14"]["ran"] and rows["cpu_reference"]["ran"]:
-        assert rows["tflite2.14"]["candidate_ap"] == rows["cpu_reference"]["candidate_ap"]
+        assert rows["tflite2.14"]["candidate_score"] == rows["cpu_reference"]["candidate_score"]
         assert rows["tflite2.14"]["shift_vs_cpu"] == rows["cpu_reference"]["shift_vs_cpu"]
     card = json.load(open(tmp_path / "assets" / "model_card.json"))
     assert {n: r["ran"] for n, r in card["runtimes"].items()} == \
@@ -210,14 +219,23 @@ def test_shipped_file_on_every_runtime(main_job_run):
     agree = card["keypoints_vs_cpu_heatmap_px"]
     check_ran(agree)
     num_val = rows["cpu"]["num_instances"]
+    print("agreement", json.dumps(agree))
+    # Measured on this fit (187 keypoints, heatmap px): cpu_reference mean 0.0183, p95 0.0407,
+    # max 0.0794 (TFLite's int8 kernels round where XNNPACK's do not); gpu (fp16 arithmetic on
+    # dequantized weights) mean 0.0317, p95 0.0710, max 0.134; no keypoint 1 px apart.
+    bounds = {"cpu_reference": (0.03, 0.15), "tflite2.14": (0.03, 0.15), "gpu": (0.05, 0.25)}
     for name, x in agree.items():
         if x["ran"]:
-            assert x["num_keypoints"] == 17 * num_val and x["mean_px"] <= x["p95_px"] <= \
-                x["max_px"], (name, x)
+            mean_bound, max_bound = bounds[name]
+            assert x["num_keypoints"] == 17 * num_val, (name, x)
+            assert x["mean_px"] <= mean_bound and x["max_px"] <= max_bound, (name, x)
+            assert x["share_above_1px"] == 0.0 and x["max_score_diff"] <= 0.03, (name, x)
     if agree["tflite2.14"]["ran"] and agree["cpu_reference"]["ran"]:
         # The same int8 kernels; the decode's float kernels differ in the last bits
-        # (measured: mean 0.0167658 vs 0.0167661 px).
-        assert agree["tflite2.14"] == pytest.approx(agree["cpu_reference"], rel=1e-4)
+        # (measured: largest difference 9.3e-6 px, on max_px).
+        for key in ("mean_px", "p95_px", "max_px"):
+            assert agree["tflite2.14"][key] == pytest.approx(agree["cpu_reference"][key],
+                                                             abs=2e-5), key
     # The gate from the command line on every runtime: a 5-point gain demanded fails.
     ann = os.path.join(fit_data, "annotations", "person_keypoints_val.json")
     for name in runtimes.RUNTIMES[1:]:
@@ -227,10 +245,78 @@ def test_shipped_file_on_every_runtime(main_job_run):
             [sys.executable, "-m", "conversion.evaluate_tflite",
              f"--tflite={on_disk['shipped']['path']}", f"--ann_file={ann}",
              f"--image_dir={os.path.join(fit_data, 'images', 'val')}", f"--runtime={name}",
-             f"--compare_to={out / 'float'}", "--max_ap_drop=-5",
+             f"--model={out}", "--max_drop=-5",
              f"--out_dir={tmp_path / ('gate_' + name)}"],
             cwd=REPO, capture_output=True, text=True, timeout=600)
         assert run.returncode == 1, run.stderr[-3000:]
         assert f"parity FAILED: {on_disk['shipped']['path']} on {name}: AP " in run.stderr
-        gate = json.load(open(tmp_path / ("gate_" + name) / "metrics.json"))
-        assert gate["AP"] == rows[name]["candidate_ap"]
+        stem = os.path.splitext(os.path.basename(on_disk["shipped"]["path"]))[0]
+        gate = json.load(open(tmp_path / ("gate_" + name) / stem / "metrics.json"))
+        assert gate["AP"] == rows[name]["candidate_score"]
+
+
+def readme_chain() -> tuple[dict[str, str], list[list[str]]]:
+    """The variables and the commands of README's "From COCO to a phone file" block (lines
+    joined at backslashes, comments dropped), each command split as a shell would."""
+    text = open(os.path.join(REPO, "README.md")).read()
+    block = text.split("## From COCO to a phone file", 1)[1].split("```bash\n", 1)[1]
+    block = block.split("```", 1)[0].replace("\\\n", " ")
+    variables, commands = {}, []
+    for line in block.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line or line.startswith(". "):
+            continue
+        words = shlex.split(line)
+        if all("=" in w and not w.startswith("-") for w in words):
+            variables.update(w.split("=", 1) for w in words)
+        else:
+            commands.append(words)
+    return variables, commands
+
+
+def _swap_for_run(words: list[str], run: str, data: str, model: str, assets: str) -> list[str]:
+    """A README command on the main job's run: its paths for $RUN and $DATA, the run's
+    config and overrides for the COCO recipe, its model's file name, a scratch assets dir."""
+    out = []
+    for w in words:
+        w = w.replace("$RUN", run).replace("$DATA", data)
+        if w.startswith("--set="):
+            continue
+        if w.startswith("--config="):
+            out += ["--config=demo", *(f"--set={o}" for o in FIT_OVERRIDES)]
+            continue
+        if w.startswith("--tflite="):
+            w = w.replace("fasterpose_mnv2_int8_qat", f"{model}_int8_qat")
+        if w.startswith("--out_dir=android_demo_assets"):
+            w = f"--out_dir={assets}"
+        out.append(w)
+    return out
+
+
+@pytest.mark.slow
+def test_readme_chain_runs_on_the_main_job_run(main_job_run):
+    """Every command of README's phone-file block, as written but for the data paths (the
+    fitted synthetic set for COCO), works on the main job's run directory, and the AP that
+    evaluate_tflite prints for the QAT file equals the main job's report."""
+    out, on_disk, fit_data, tmp_path = main_job_run
+    variables, commands = readme_chain()
+    assert set(variables) == {"RUN", "DATA"}
+    assert [c[:3] for c in commands] == [
+        ["python", "-m", "training.train"], ["python", "-m", "conversion.qat"],
+        ["python", "-m", "conversion.convert"], ["python", "-m", "conversion.evaluate_tflite"],
+        ["python", "-m", "conversion.export_android"]]
+    codes, printed = [], {}
+    for words in commands:
+        args = _swap_for_run(words, str(out), fit_data, on_disk["model"],
+                             str(tmp_path / "readme_assets"))
+        done = subprocess.run([sys.executable, *args[1:]], cwd=REPO, capture_output=True,
+                              text=True, timeout=900)
+        codes.append((args[2], done.returncode))
+        printed[args[2]] = done.stdout
+        assert done.returncode == 0, (args, done.stderr[-3000:])
+    print(codes)
+    qat_file = os.path.join(str(out), "tflite", f"{on_disk['model']}_int8_qat.tflite")
+    line = f"AP {100 * on_disk['int8_qat_score']:.2f} ({qat_file} on cpu)"
+    assert line in printed["conversion.evaluate_tflite"], printed["conversion.evaluate_tflite"]
+    card = json.load(open(tmp_path / "readme_assets" / "model_card.json"))
+    assert card["int8"] == "qat"

@@ -1,5 +1,5 @@
 """An MPII model through the whole chain, as a user runs it: train (synthetic MPII), QAT,
-int8 PTQ and QAT files (op audit PASS), ``evaluate_tflite --compare_to`` with PCKh parity
+int8 PTQ and QAT files (op audit PASS), ``evaluate_tflite --model=RUN`` with PCKh parity
 (ok by default, exit 1 when a gain of 5 points is demanded), and ``export_android`` refusing
 a 16-keypoint model. Every stage is its binary in a subprocess, reading the run's own data
 through the dataset registry (the MPII reader, never COCO's)."""
@@ -27,11 +27,11 @@ def mpii_run(tmp_path_factory):
     1 min here) with one epoch of QAT fine-tuning."""
     root = tmp_path_factory.mktemp("mpii_chain")
     run = str(root / "run")
-    _run("training.train", "--config=mpii_demo", f"--model_dir={run}",
+    _run("training.train", "--config=mpii_demo", f"--run_dir={run}",
          f"--data_dir={root / 'data'}", "--epochs=8", "--batch_size=16",
          "--set=data.synthetic_num_train=300", "--set=data.synthetic_num_val=40",
          "--set=eval_flip_test=false")
-    _run("conversion.qat", f"--model_dir={run}", "--epochs=1")
+    _run("conversion.qat", f"--model={run}", "--epochs=1")
     return root, run
 
 
@@ -54,29 +54,29 @@ def test_mpii_model_converts_and_keeps_pckh_parity(mpii_run):
         data = json.load(f)["data"]
     val_ann = os.path.join(data["data_dir"], "annotations", "mpii_val.json")
     val_images = os.path.join(data["data_dir"], "images", "val")
-    ev = [f"--ann_file={val_ann}", f"--image_dir={val_images}", f"--compare_to={run}",
+    ev = [f"--ann_file={val_ann}", f"--image_dir={val_images}", f"--model={run}",
           "--num_threads=2"]
     # 40 val persons make mean PCKh coarse: over three runs of this recipe the int8 files
     # came within -0.58 .. +0.44 points of the float model, so the ok case gets 2 points.
     ok = _run("conversion.evaluate_tflite", f"--tflite={files['int8_ptq']}", *ev,
-              f"--out_dir={root / 'eval'}", "--max_ap_drop=2")
-    with open(root / "eval" / "parity.json") as f:
+              f"--out_dir={root / 'eval'}", "--max_drop=2")
+    with open(root / "eval" / "fasterpose_mnv2_050_int8_ptq" / "parity.json") as f:
         parity = json.load(f)
-    with open(root / "eval" / "metrics.json") as f:
+    with open(root / "eval" / "fasterpose_mnv2_050_int8_ptq" / "metrics.json") as f:
         file_stats = json.load(f)
     with open(root / "eval" / "float" / "metrics.json") as f:
         float_stats = json.load(f)
     # The parity report's numbers are the two PCKh evaluations' own mean PCKh@0.5.
     assert parity["metric"] == "PCKh"
-    assert parity["candidate_ap"] == pytest.approx(file_stats["mean"])
-    assert parity["reference_ap"] == pytest.approx(float_stats["mean"])
-    assert parity["ap_delta_points"] == pytest.approx(
+    assert parity["candidate_score"] == pytest.approx(file_stats["mean"])
+    assert parity["reference_score"] == pytest.approx(float_stats["mean"])
+    assert parity["score_delta_points"] == pytest.approx(
         100 * (file_stats["mean"] - float_stats["mean"]))
     assert file_stats["mean"] > 0.2  # a model that predicts joints, not a random one
     assert "parity ok" in ok.stdout and "PCKh" in ok.stdout
     print(ok.stdout[-1500:])
     failed = _run("conversion.evaluate_tflite", f"--tflite={files['int8_qat']}", *ev,
-                  f"--out_dir={root / 'eval_gain'}", "--max_ap_drop=-5", expect=1)
+                  f"--out_dir={root / 'eval_gain'}", "--max_drop=-5", expect=1)
     print(failed.stderr[-400:])
     assert "parity FAILED" in failed.stderr and "PCKh" in failed.stderr
 
@@ -85,6 +85,9 @@ def test_mpii_model_converts_and_keeps_pckh_parity(mpii_run):
 def test_export_android_refuses_a_16_keypoint_model(mpii_run):
     root, run = mpii_run
     out = _run("conversion.export_android", f"--model={run}", "--int8=ptq",
-               f"--out_dir={root / 'assets'}", expect=1)
-    assert "17" in out.stderr and "16" in out.stderr and "keypoints" in out.stderr
-    assert not os.path.exists(root / "assets" / "fasterpose_singlepose.tflite")
+               f"--out_dir={root / 'assets'}", expect=2)
+    assert out.stderr.strip().splitlines()[-1].startswith(
+        f"error: {os.path.join(run, 'best.keras')} predicts 16 keypoints, but the Android "
+        "drop-in replaces MoveNet, whose contract is COCO's 17 keypoints (an MPII model has "
+        "16)"), out.stderr[-1000:]
+    assert not os.path.exists(root / "assets")

@@ -146,8 +146,8 @@ def test_predict_bad_inputs(files):
                                     "bbox": [500, 500, 20, 40]}]))
     cases = [
         ((f"--image={junk}",), "cannot read image", str(junk)),
-        ((f"--image={files['image']}", f"--boxes={empty}"), "no person boxes", str(empty)),
-        ((f"--image={files['image']}", f"--boxes={outside}"), "outside", files["image"]),
+        ((f"--image={files['image']}", f"--det_file={empty}"), "no person boxes", str(empty)),
+        ((f"--image={files['image']}", f"--det_file={outside}"), "outside", files["image"]),
         ((f"--video={junk}",), ("cannot open video", "no readable frame"), str(junk)),
     ]
     for args, message, name in cases:
@@ -185,7 +185,7 @@ def test_predict_real_coco_image_uses_only_its_own_boxes(files, coco_sample, tmp
     assert 0 < len(boxes) < len(_coco_boxes(det, COCO_IMAGE_ID, 0.0))  # the threshold matters
     for how in (f"--ann_file={coco_sample['ann_file']}", f"--image_id={COCO_IMAGE_ID}"):
         rc, out, err, tf_loaded = _run(f"--model={files['pose']}", f"--image={image}",
-                                       f"--boxes={det}", f"--box_score_threshold={threshold}",
+                                       f"--det_file={det}", f"--det_score_threshold={threshold}",
                                        how, f"--out={tmp_path}/out.png")
         assert rc == 0 and not tf_loaded, err
         results = json.load(open(tmp_path / "out.json"))
@@ -205,7 +205,7 @@ def test_predict_image_boxes_need_an_image_id(files, coco_sample, tmp_path):
     image = os.path.join(coco_sample["image_dir"], f"{COCO_IMAGE_ID:012d}.jpg")
     out = tmp_path / "out.png"
     # Four images' detections and no id: an error, even though the file name holds the id.
-    rc, _, err, _ = _run(f"--model={files['pose']}", f"--image={image}", f"--boxes={det}",
+    rc, _, err, _ = _run(f"--model={files['pose']}", f"--image={image}", f"--det_file={det}",
                          f"--out={out}")
     ids = sorted({r["image_id"] for r in json.load(open(det))})
     assert rc == 2 and det in err and ", ".join(map(str, ids)) in err, err
@@ -213,32 +213,32 @@ def test_predict_image_boxes_need_an_image_id(files, coco_sample, tmp_path):
     # The id is looked up by file name in the annotation file, never parsed from it.
     renamed = tmp_path / "photo.jpg"
     renamed.write_bytes(open(image, "rb").read())
-    rc, _, err, _ = _run(f"--model={files['pose']}", f"--image={renamed}", f"--boxes={det}",
+    rc, _, err, _ = _run(f"--model={files['pose']}", f"--image={renamed}", f"--det_file={det}",
                          f"--ann_file={coco_sample['ann_file']}", f"--out={out}")
     assert rc == 2 and "no 'images' entry has file_name 'photo.jpg'" in err, err
     assert coco_sample["ann_file"] in err
     # An id without detections in the file.
-    rc, _, err, _ = _run(f"--model={files['pose']}", f"--image={renamed}", f"--boxes={det}",
+    rc, _, err, _ = _run(f"--model={files['pose']}", f"--image={renamed}", f"--det_file={det}",
                          "--image_id=12345", f"--out={out}")
     assert rc == 2 and "no person detection of image 12345" in err and det in err, err
     # A single-image detection file needs no id, and its id is written.
     single = tmp_path / "single.json"
     single.write_text(json.dumps([r for r in json.load(open(det))
                                   if r["image_id"] == COCO_IMAGE_ID]))
-    rc, _, err, _ = _run(f"--model={files['pose']}", f"--image={renamed}", f"--boxes={single}",
-                         "--box_score_threshold=0.5", f"--out={out}")
+    rc, _, err, _ = _run(f"--model={files['pose']}", f"--image={renamed}", f"--det_file={single}",
+                         "--det_score_threshold=0.5", f"--out={out}")
     assert rc == 0, err
     results = json.load(open(tmp_path / "out.json"))
     assert len(results) == len(_coco_boxes(det, COCO_IMAGE_ID, 0.5))
     assert {r["image_id"] for r in results} == {COCO_IMAGE_ID}
 
 
-def test_load_predictor_takes_model_files_only(tmp_path):
+def test_load_predictor_takes_a_run_or_a_model_file(tmp_path):
     from fptflite.serving.predictors import load_predictor
 
-    with pytest.raises(ValueError, match=f"{tmp_path} is a directory: pass a .tflite"):
+    with pytest.raises(ValueError, match=f"{tmp_path} is not a run directory: config.json"):
         load_predictor(str(tmp_path))
     other = tmp_path / "model.pb"
     other.write_bytes(b"x")
-    with pytest.raises(ValueError, match="model.pb: unknown model file type"):
+    with pytest.raises(ValueError, match="model.pb: expected a run directory or a model file"):
         load_predictor(str(other))

@@ -301,19 +301,20 @@ def test_shift_breakdown_against_hand_values():
 
 
 def test_parity_gate_names_both_aps():
-    assert "parity ok" in parity_gate.check_ap_drop(0.503, 0.500, 0.5, "m.tflite")
+    assert "parity ok" in parity_gate.check_drop(0.503, 0.500, 0.5, "m.tflite")
     with pytest.raises(parity_gate.ParityError, match=r"m.tflite: AP 49.00 vs 50.30 for "
                        r"f.keras \(drop \+1.30 points, budget 0.50\)"):
-        parity_gate.check_ap_drop(0.503, 0.490, 0.5, "m.tflite", "f.keras")
+        parity_gate.check_drop(0.503, 0.490, 0.5, "m.tflite", "f.keras")
     with pytest.raises(parity_gate.ParityError):  # a negative budget demands a gain
-        parity_gate.check_ap_drop(0.503, 0.510, -5.0, "m.tflite")
+        parity_gate.check_drop(0.503, 0.510, -5.0, "m.tflite")
 
 
 def test_main_job_ships_the_int8_file_with_better_parity():
     from fptflite.tasks.main_job import choose_int8
 
     def rep(ap, err):
-        return {"candidate_ap": ap, "reference_ap": 0.5, "ap_delta_points": 100 * (ap - 0.5),
+        return {"metric": "AP", "candidate_score": ap, "reference_score": 0.5,
+                "score_delta_points": 100 * (ap - 0.5),
                 "mean_keypoint_error_px": err}
 
     def diff(delta, low, high):
@@ -398,7 +399,9 @@ def test_debug_report_and_mixed_file(tiny):
     ref = tiny["float"](tiny["eval"][:8]).numpy()
     errs = {k: np.abs(TFLitePredictor(p)(tiny["eval"][:8]) - ref).mean()
             for k, p in files.items()}
-    assert errs["int8"] < 2 / 256 and math.isfinite(errs["mixed"])
+    print("mean |file - float|", errs)
+    # Measured: int8 0.004699, with its 3 worst layers in float 0.004653 (1% closer).
+    assert errs["int8"] < 0.006 and errs["mixed"] < errs["int8"]
 
 
 def _collapsed_head_model(tiny):

@@ -18,8 +18,8 @@ from benchmarks import report
 from fptflite.utils import provenance as prov_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-PROV = {"command": "python -m conversion.benchmark --threads=2", "machine": "Test CPU, 2 cores",
-        "date": "2026-11-23"}
+PROV = {"command": "python -m conversion.benchmark --thread_counts=2",
+        "machine": "Test CPU, 2 cores", "date": "2026-11-23"}
 
 
 def _write(folder, name, doc):
@@ -30,9 +30,10 @@ def _write(folder, name, doc):
 
 def _latency_doc():
     rows = [{"model": m, "format": f, "threads": 2, "median_ms": ms}
-            for m, f, ms in (("fasterpose_r50", "float32", 40.0), ("fasterpose_r50", "int8", 10.0),
+            for m, f, ms in (("fasterpose_r50", "float32", 40.0),
+                             ("fasterpose_r50", "int8_ptq", 10.0),
                              ("simplebaseline_r50", "float32", 160.0),
-                             ("simplebaseline_r50", "int8", 25.0))]
+                             ("simplebaseline_r50", "int8_ptq", 25.0))]
     return {"kind": "latency", "provenance": PROV,
             "result": {"input_size": [256, 192], "rows": rows, "ratios": {}}}
 
@@ -40,10 +41,10 @@ def _latency_doc():
 def test_latency_json_renders_rows_with_command_machine_and_date(tmp_path):
     _write(tmp_path, "latency.json", _latency_doc())
     md = report.render_markdown(report.collect(str(tmp_path)), rel_to=str(tmp_path))
-    assert ("| fasterpose_r50 256x192, LiteRT + XNNPACK, 2 threads | float32 40.0 ms, int8 "
-            "10.0 ms, int8 / float32 0.25 | `python -m conversion.benchmark --threads=2` | m1 | "
-            "2026-11-23 |") in md
-    assert "float32 40.0 / 160.0 ms = 0.25; int8 10.0 / 25.0 ms = 0.40" in md
+    assert ("| fasterpose_r50 256x192, LiteRT + XNNPACK, 2 threads | float32 40.0 ms, int8_ptq "
+            "10.0 ms, int8 / float32 0.25 | `python -m conversion.benchmark --thread_counts=2` "
+            "| m1 | 2026-11-23 |") in md
+    assert "float32 40.0 / 160.0 ms = 0.25; int8_ptq 10.0 / 25.0 ms = 0.40" in md
     assert "- m1: Test CPU, 2 cores" in md
     assert "From `latency.json`." in md
 
@@ -57,10 +58,10 @@ def _main_job_report():
 
     return {
         "config": "demo", "model": "fasterpose_mnv2_050", "input_size": [128, 128],
-        "float_ap": 0.5473, "float32_tflite_ap": 0.5473, "int8_qat_ap": 0.5459,
-        "int8_ptq_ap": 0.5462,
+        "metric": "AP", "float_score": 0.5473, "float32_score": 0.5473,
+        "int8_qat_score": 0.5459, "int8_ptq_score": 0.5462,
         "shipped": {"format": "int8_qat", "path": "x.tflite", "reason": "within noise",
-                    "max_ap_drop_points": 0.5, "parity_passed": True, "verdict": "parity ok"},
+                    "max_drop_points": 0.5, "parity_passed": True, "verdict": "parity ok"},
         "ap_differences": {"int8_qat - int8_ptq": diff(-0.02, -0.28, 0.29),
                            "int8_qat - float": diff(-0.14, -0.42, 0.16),
                            "int8_ptq - float": diff(-0.11, -0.40, 0.18)},
@@ -96,7 +97,7 @@ def test_demo_report_becomes_demo_json_with_headline_rows(tmp_path):
     doc = report.write_demo_results(str(report_path), str(results / "demo.json"), str(card_path))
     assert doc["provenance"]["command"] == "make demo"
     saved = json.loads((results / "demo.json").read_text())
-    assert saved["result"]["ap_points"]["int8_qat"] == pytest.approx(54.59)
+    assert saved["result"]["score_points"]["int8_qat"] == pytest.approx(54.59)
     assert saved["result"]["int8_qat_fidelity"]["layer_divergence"] == {
         "num_layers": 6, "identical_prefix": 2, "first_1pct_layer": 4, "max_fraction": 0.378}
     md = report.render_markdown(report.collect(str(results)), rel_to=str(tmp_path))
@@ -180,7 +181,7 @@ def test_binary_writes_benchmarks_and_fails_on_unknown_json(tmp_path):
     cmd = [sys.executable, "-m", "benchmarks.report", f"--results_dir={tmp_path}", f"--out={out}"]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
-    assert "float32 40.0 ms, int8 10.0 ms" in out.read_text()
+    assert "float32 40.0 ms, int8_ptq 10.0 ms" in out.read_text()
     _write(tmp_path, "other.json", {"kind": "nope", "provenance": PROV, "result": []})
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
     assert done.returncode == 1
@@ -197,7 +198,7 @@ def test_provenance_has_the_keys_and_a_plausible_date():
     p = prov_lib.provenance(["benchmarks/report.py", "--out=B.md"])
     assert set(p) == {"command", "machine", "date"}
     date = datetime.date.fromisoformat(p["date"])
-    today = datetime.datetime.now(datetime.timezone.utc).date()
+    today = datetime.datetime.now(datetime.UTC).date()
     assert abs((today - date).days) <= 1 and date.year >= 2024
     assert f"{os.cpu_count()} core" in p["machine"]
     assert prov_lib.provenance("make demo")["command"] == "make demo"

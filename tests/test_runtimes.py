@@ -1,6 +1,8 @@
 """The runtimes a phone file meets (fptflite.tflite.runtimes): the same file on each, against
 independent references, and the errors of a runtime that cannot run or cannot load it."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -106,17 +108,20 @@ def test_a_file_the_old_runtime_cannot_load_names_the_op(tmp_path):
     assert litert.min_runtime_version(path) == "2.21.0"
 
 
-def test_unknown_runtime_and_an_environment_that_cannot_be_made(files, tmp_path,
-                                                                 monkeypatch):
-    paths, _ = files
+def test_unknown_runtime_and_a_missing_environment(files, tmp_path, monkeypatch):
+    """A missing 2.14 environment is reported with the make target and never installed at
+    run time: the export's check says "not run" unless it was asked for."""
+    paths, crops = files
     with pytest.raises(ValueError, match="unknown runtime 'npu'"):
         TFLitePredictor(paths["int8_ptq"], runtime="npu")
     with pytest.raises(ValueError, match="preserve_all_tensors needs an interpreter runtime"):
         TFLitePredictor(paths["int8_ptq"], runtime="gpu", preserve_all_tensors=True)
     monkeypatch.setenv("FPTFLITE_RUNTIMES_DIR", str(tmp_path))
-    with pytest.raises(runtimes.RuntimeUnavailable, match="no environment at .*make runtimes"):
-        runtimes.tflite214_python(create=False)
-    monkeypatch.setattr(runtimes, "TFLITE214_REQUIREMENTS", ("fptflite-no-such-package==0.0",))
-    with pytest.raises(runtimes.RuntimeUnavailable,
-                       match=r"tflite2.14: cannot create its environment in .*tflite2.14"):
-        runtimes.tflite214_python()
+    message = r"TensorFlow Lite 2.14 environment missing \(.*tflite2.14\): make runtimes"
+    with pytest.raises(runtimes.RuntimeNotInstalled, match=message):
+        runtimes.open_session("tflite2.14", paths["int8_ptq"])
+    assert os.listdir(tmp_path) == []  # nothing was created
+    row = dropin_check.check_runs_on(paths["int8_ptq"], "2.14", crops[0])
+    assert row["ran"] is False and "make runtimes" in row["reason"]
+    with pytest.raises(runtimes.RuntimeNotInstalled, match=message):
+        dropin_check.check_runs_on(paths["int8_ptq"], "2.14", crops[0], required=True)

@@ -111,21 +111,25 @@ def test_int8_qat_tflite_matches_qat_keras(models, exported):
     ref = qat(images[16:], training=False).numpy()
     got = TFLitePredictor(exported["int8_qat"]["path"], SIZE)(images[16:])
     diff = np.abs(got - ref)
-    print(f"int8 QAT vs Keras QAT: mean |diff| {diff.mean():.4f}, max {diff.max():.4f}")
+    print(f"int8 QAT vs Keras QAT: mean |diff| {diff.mean():.5f}, max {diff.max():.4f}, corr "
+          f"{np.corrcoef(got.ravel(), ref.ravel())[0, 1]:.6f}")
     # A few output steps of 1/256; a wrong input or output quantization would be off by far
-    # more and decorrelate. (Measured: mean 0.026, corr 0.993. With hundreds of range-training
-    # passes on random weights tfmot's simulation drifts from the converted file, for
-    # SimpleBaseline too; trained models keep parity, see the main-job test.)
-    assert diff.mean() < 0.04
-    assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.98
+    # more and decorrelate. Measured (twice, same figures): mean 0.00722, corr 0.998475. With
+    # hundreds of range-training passes on random weights tfmot's simulation drifts from the
+    # converted file; trained models keep parity, see the main-job test.
+    assert diff.mean() < 0.012
+    assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.997
 
 
 def test_int8_ptq_tracks_float(models, exported):
     float_model, _, images = models
     ref = float_model(images[16:]).numpy()
     got = TFLitePredictor(exported["int8_ptq"]["path"], SIZE)(images[16:])
-    assert np.abs(got - ref).mean() < 0.02
-    assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.9
+    print(f"int8 PTQ vs float: mean |diff| {np.abs(got - ref).mean():.5f}, corr "
+          f"{np.corrcoef(got.ravel(), ref.ravel())[0, 1]:.6f}")
+    # Measured (twice, same figures): mean 0.00472, corr 0.999784.
+    assert np.abs(got - ref).mean() < 0.008
+    assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.9995
 
 
 def test_predictor_batches_equal_single_images(exported, models):

@@ -135,7 +135,7 @@ def test_two_workers_train_3_epochs_from_tfrecords(shards, synthetic_data, tmp_p
     sets = [f"data.tfrecord_dir={out}", "model=fasterpose_mnv2_035", "input_size=[64,64]",
             "neck_channels=16", "batch_size_per_replica=4", "epochs=3", "eval_every_epochs=0",
             "eval_flip_test=false", "steps_per_loop=4"]
-    logs = run_workers([f"--data_dir={synthetic_data['root']}", f"--model_dir={model}",
+    logs = run_workers([f"--data_dir={synthetic_data['root']}", f"--run_dir={model}",
                         "--config=demo", *[f"--set={kv}" for kv in sets]], tmp_path)
     steps = len(inst) // (2 * 4)
     for log in logs:

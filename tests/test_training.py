@@ -29,7 +29,7 @@ MIRRORED = ["--strategy=mirrored", "--cpu_replicas=2", *TWO_REPLICAS]
 
 def _train_cli(data_dir, model_dir, *extra, check=True):
     out = subprocess.run([sys.executable, "-m", "training.train", f"--data_dir={data_dir}",
-                          f"--model_dir={model_dir}", *TINY, *extra],
+                          f"--run_dir={model_dir}", *TINY, *extra],
                          cwd=REPO, capture_output=True, text=True, timeout=600)
     if check:
         assert out.returncode == 0, out.stderr[-3000:]
@@ -146,7 +146,7 @@ def test_two_workers_match_one_process_with_two_replicas(synthetic_data, mirrore
     """2 workers x batch 4 (MultiWorkerMirroredStrategy on 127.0.0.1) train on the same
     global batches as 1 process x 2 logical CPUs x batch 4, so the weights must agree."""
     logs = run_workers([f"--data_dir={synthetic_data['root']}",
-                        f"--model_dir={tmp_path / 'model'}", *TINY, *TWO_REPLICAS], tmp_path)
+                        f"--run_dir={tmp_path / 'model'}", *TINY, *TWO_REPLICAS], tmp_path)
     for log in logs:
         assert "2 replicas on 2 workers, global batch 8, 9 steps/epoch" in log
         assert "Epoch 2/2" in log
@@ -163,7 +163,7 @@ def test_every_person_once_per_epoch_on_1_2_3_replicas(synthetic_data, tmp_path)
     out = subprocess.run(
         [sys.executable, os.path.join(REPO, "benchmarks", "data_order.py"),
          f"--data_dir={synthetic_data['root']}", "--replicas=1,2,3", "--batch_size=4",
-         "--epochs=2", f"--json_out={tmp_path / 'rows.json'}"],
+         "--epochs=2", f"--out_json={tmp_path / 'rows.json'}"],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = json.loads((tmp_path / "rows.json").read_text())

@@ -15,14 +15,15 @@ from absl import app, flags
 import fptflite  # noqa: F401  (selects tf_keras before TensorFlow loads)
 from fptflite.data import datasets, tfrecords
 from fptflite.tasks import configs, trainer
+from fptflite.utils import cli
 from fptflite.utils.cli import parse_hw
 
-_CONFIG = flags.DEFINE_string("config", None, "Training config (gives files and input size).")
-_DATA = flags.DEFINE_string("data_dir", None, "Dataset root for --config.")
-_ANN = flags.DEFINE_string("ann_file", None, "COCO person keypoints JSON (without --config).")
-_IMAGES = flags.DEFINE_string("image_dir", None, "Image folder (without --config).")
-_INPUT = flags.DEFINE_string("input_size", "256x192", "HxW (without --config).")
-_OUT = flags.DEFINE_string("out_dir", None, "Output folder.")
+_CONFIG = cli.flag("config")
+_DATA = cli.flag("data_dir")
+_ANN = cli.flag("ann_file")
+_IMAGES = cli.flag("image_dir")
+_INPUT = cli.flag("input_size", default="256x192")
+_OUT = cli.flag("out_dir")
 _SHARDS = flags.DEFINE_integer("num_shards", 64, "Number of TFRecord files.")
 _SKIP = flags.DEFINE_bool("skip_invalid", False, "Skip (and count) invalid records/images.")
 flags.mark_flags_as_required(["out_dir"])

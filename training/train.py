@@ -1,32 +1,30 @@
-"""Trains a zoo model: python -m training.train --config=NAME --model_dir=DIR [--data_dir=...].
+"""Trains a zoo model into a run directory.
 
-Re-running the same command resumes from the last checkpoint in --model_dir.
+    python -m training.train --config=NAME --run_dir=RUN [--data_dir=...] [--set=key=value]
+
+Re-running the same command resumes from the last checkpoint in --run_dir (the layout every
+other tool reads: fptflite.rundir).
 """
 
-import sys
 
-from absl import app, flags
+from absl import flags
 
 import fptflite  # noqa: F401  (selects tf_keras before TensorFlow loads)
+from fptflite import rundir
 from fptflite.tasks import configs, trainer
+from fptflite.utils import cli
 
-_CONFIG = flags.DEFINE_string("config", None, f"One of {sorted(configs.CONFIGS)}.")
-_MODEL_DIR = flags.DEFINE_string("model_dir", None, "Checkpoints, logs and exports go here.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Dataset root (see DataConfig.layout).")
-_EPOCHS = flags.DEFINE_integer("epochs", None, "Override the number of epochs.")
-_BATCH = flags.DEFINE_integer("batch_size", None, "Override the batch size per replica.")
-_SET = flags.DEFINE_multi_string("set", [], "Config override key=value, e.g. "
-                                 "--set=learning_rate=5e-4 --set=data.use_detections=true.")
-_STRATEGY = flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
-                              "tf.distribute strategy (multi_worker reads TF_CONFIG).")
+FLAGS = cli.define("config", "run_dir", "data_dir", "epochs", "batch_size", "set", "strategy",
+                   "deterministic", required=["config", "run_dir"],
+                   enum_values={"strategy": ["default", "mirrored", "multi_worker"]},
+                   help_notes={"config": f"One of {sorted(configs.CONFIGS)}.",
+                               "batch_size": "Here: per replica."})
 _CPU_REPLICAS = flags.DEFINE_integer(
     "cpu_replicas", 0, "With --strategy=mirrored: run N replicas on N logical CPU devices "
     "(multi-replica runs and tests without GPUs). 0: the strategy's own devices.")
 _MIXED = flags.DEFINE_bool("mixed_precision", None, "mixed_float16 (for GPUs).")
-_DETERMINISTIC = flags.DEFINE_bool("deterministic", False, "Enable TF op determinism.")
 _KILL = flags.DEFINE_integer("kill_after_steps", 0, "Fault injection for crash-recovery "
                              "tests: SIGKILL the process after N optimizer steps.")
-flags.mark_flags_as_required(["config", "model_dir"])
 
 
 def flag_overrides(pairs) -> list[str]:
@@ -42,15 +40,16 @@ def flag_overrides(pairs) -> list[str]:
 def main(argv):
     del argv
     # First: logical CPU devices must be configured before TensorFlow initialises devices.
-    strategy = trainer.make_strategy(_STRATEGY.value, _CPU_REPLICAS.value)
-    cfg = configs.get_config(_CONFIG.value)
+    strategy = trainer.make_strategy(FLAGS["strategy"].value, _CPU_REPLICAS.value)
+    cfg = configs.get_config(FLAGS["config"].value)
     cfg = configs.apply_overrides(cfg, flag_overrides(
-        [("data.data_dir", _DATA_DIR), ("epochs", _EPOCHS), ("batch_size_per_replica", _BATCH),
-         ("mixed_precision", _MIXED)]) + list(_SET.value))
-    trainer.train(cfg, _MODEL_DIR.value, strategy, deterministic=_DETERMINISTIC.value,
-                  kill_after_steps=_KILL.value)
+        [("data.data_dir", FLAGS["data_dir"]), ("epochs", FLAGS["epochs"]),
+         ("batch_size_per_replica", FLAGS["batch_size"]), ("mixed_precision", _MIXED)])
+        + list(FLAGS["set"].value))
+    trainer.train(cfg, FLAGS["run_dir"].value, strategy,
+                  deterministic=FLAGS["deterministic"].value, kill_after_steps=_KILL.value)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(app.run(main))
+    cli.run_tool(main, (rundir.RunDirError,))

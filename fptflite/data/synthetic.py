@@ -26,6 +26,7 @@ import numpy as np
 from absl import app, flags
 
 from fptflite.keypoints import COCO_KEYPOINT_NAMES, NUM_KEYPOINTS, PERSON_CATEGORY
+from fptflite.utils import cli
 from fptflite.utils.io import write_bytes_atomic, write_json_atomic
 
 IMAGE_SIZE = (240, 320)  # (H, W)
@@ -285,10 +286,10 @@ def is_complete(out_dir: str) -> bool:
 
 def run_cli(generate: Callable[[str, int, int, int], dict]) -> None:
     """The command line of a synthetic generator: ``--out_dir --num_train --num_val --seed``."""
-    out_dir = flags.DEFINE_string("out_dir", None, "Output folder.", required=True)
+    out_dir = cli.flag("out_dir", required=True)
     num_train = flags.DEFINE_integer("num_train", 1200, "Training images.")
     num_val = flags.DEFINE_integer("num_val", 150, "Validation images.")
-    seed = flags.DEFINE_integer("seed", 0, "Random seed (same seed, same files).")
+    seed = cli.flag("seed", help_note="Same seed, same files.")
 
     def main(argv):
         del argv

@@ -1,8 +1,8 @@
 """Float vs TFLite parity: metric delta, per-keypoint pixel error and heatmap correlation.
 
 The metric is the dataset's (``fptflite.evaluation.metrics``): COCO keypoint AP or MPII mean
-PCKh@0.5; the report keeps the keys ``reference_ap`` / ``candidate_ap`` / ``ap_delta_points``
-for both and names the metric in ``metric``.
+PCKh@0.5; the report keeps the keys ``reference_score`` / ``candidate_score`` /
+``score_delta_points`` for both and names the metric in ``metric``.
 
 The float model and every compared file run on each batch of crops in one pass; the heatmap
 correlations are accumulated batch by batch, so memory does not grow with the number of
@@ -23,7 +23,7 @@ from fptflite.evaluation import coco_eval
 from fptflite.evaluation.metrics import Metric, get_metric
 from fptflite.tflite import benchmark
 from fptflite.tflite.runner import TFLitePredictor
-from fptflite.tflite.runtimes import RUNTIMES, RuntimeUnavailable, open_session
+from fptflite.tflite.runtimes import RUNTIMES, RuntimeUnavailable, Session, open_session
 from fptflite.utils.io import write_json_atomic
 
 Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -78,8 +78,8 @@ def parity_report(reference: dict, candidate: dict, reference_stats: dict,
         correlation: mean heatmap correlation (from ``StreamingCorrelation``), if measured.
 
     Returns:
-        dict with AP of both, "ap_delta" (candidate - reference, AP points x100 in
-        "ap_delta_points"), per-keypoint mean crop-pixel error between the two models'
+        dict with AP of both, "score_delta" (candidate - reference, AP points x100 in
+        "score_delta_points"), per-keypoint mean crop-pixel error between the two models'
         predictions, its mean and median, and the mean heatmap correlation.
     """
     metric = metric or get_metric("coco")
@@ -88,10 +88,10 @@ def parity_report(reference: dict, candidate: dict, reference_stats: dict,
     per_kp = err.mean(axis=0)
     out = {
         "metric": metric.name,
-        "reference_ap": ref,
-        "candidate_ap": cand,
-        "ap_delta": cand - ref,
-        "ap_delta_points": 100.0 * (cand - ref),
+        "reference_score": ref,
+        "candidate_score": cand,
+        "score_delta": cand - ref,
+        "score_delta_points": 100.0 * (cand - ref),
         "mean_keypoint_error_px": float(err.mean()),
         "median_keypoint_error_px": float(np.median(err)),
         "per_keypoint_error_px": {n: float(v) for n, v in zip(metric.keypoint_names, per_kp,
@@ -146,6 +146,7 @@ def evaluate_files_against_float(
     progress: bool = True,
     metric: Metric | None = None,
     runtime: str | Mapping[str, str] = "cpu",
+    sessions: Mapping[str, Session] | None = None,
 ) -> tuple[tuple[dict, dict, str], dict[str, dict]]:
     """Evaluates .tflite files against their float model in one streaming pass: each batch
     of crops goes through the float model once and through every file (only decoded
@@ -162,6 +163,7 @@ def evaluate_files_against_float(
         metric: COCO keypoint AP (default) or MPII PCKh (``metrics.get_metric``).
         runtime: where the files run (``fptflite.tflite.runtimes.RUNTIMES``), for all or
             by label.
+        sessions: label -> an open runtime session of its file (not opened again).
 
     Returns:
         (float_result, reports): float_result = (stats, predictions, results file);
@@ -174,7 +176,9 @@ def evaluate_files_against_float(
         raise ValueError("no .tflite file to evaluate against the float model")
     input_size = tuple(int(d) for d in float_model.input_shape[1:3])
     where = {label: runtime if isinstance(runtime, str) else runtime[label] for label in files}
-    predictors = {label: TFLitePredictor(path, input_size, num_threads, runtime=where[label])
+    sessions = sessions or {}
+    predictors = {label: TFLitePredictor(path, input_size, num_threads, runtime=where[label],
+                                         session=sessions.get(label))
                   for label, (path, _) in files.items()}
     ref_pred, cands, corr = compare_predictors(
         coco_eval.keras_predictor(float_model), predictors, instances, input_size,
@@ -233,8 +237,9 @@ def format_parity(rows: dict[str, dict]) -> str:
     lines = [f"| model | {name} | float {name} | delta (points) | mean kp err (px) "
              "| heatmap corr |", "|---|---:|---:|---:|---:|---:|"]
     for label, r in rows.items():
-        lines.append(f"| {label} | {100 * r['candidate_ap']:.1f} | {100 * r['reference_ap']:.1f}"
-                     f" | {r['ap_delta_points']:+.2f} | {r['mean_keypoint_error_px']:.2f} | "
+        lines.append(f"| {label} | {100 * r['candidate_score']:.1f} | "
+                     f"{100 * r['reference_score']:.1f} | {r['score_delta_points']:+.2f} | "
+                     f"{r['mean_keypoint_error_px']:.2f} | "
                      f"{r.get('heatmap_correlation', float('nan')):.4f} |")
     return "\n".join(lines)
 
@@ -246,7 +251,7 @@ def compare_mixed(paths: dict[str, str], float_model: keras.Model, instances, an
     full-int8 and the mixed file.
 
     Returns:
-        label -> {"path", "ap", "float_ap", "ap_delta_points", "size_mb", "latency_ms",
+        label -> {"path", "ap", "float_ap", "score_delta_points", "size_mb", "latency_ms",
         "heatmap_correlation"}.
     """
     _, reports = evaluate_files_against_float(
@@ -258,8 +263,9 @@ def compare_mixed(paths: dict[str, str], float_model: keras.Model, instances, an
         rep = reports[label]
         lat = benchmark.summarize_ms(benchmark.time_tflite(path, num_threads or 1,
                                                            runs=latency_runs))
-        out[label] = {"path": path, "ap": rep["candidate_ap"], "float_ap": rep["reference_ap"],
-                      "ap_delta_points": rep["ap_delta_points"],
+        out[label] = {"path": path, "ap": rep["candidate_score"],
+                      "float_ap": rep["reference_score"],
+                      "score_delta_points": rep["score_delta_points"],
                       "heatmap_correlation": rep.get("heatmap_correlation"),
                       "size_mb": os.path.getsize(path) / 1e6, "latency_ms": lat["median_ms"]}
     return out
@@ -270,7 +276,7 @@ def format_mixed(rows: dict[str, dict]) -> str:
              "|---|---:|---:|---:|---:|---:|---:|"]
     for label, r in rows.items():
         lines.append(f"| {label} | {100 * r['ap']:.1f} | {100 * r['float_ap']:.1f} | "
-                     f"{r['ap_delta_points']:+.2f} | {r['heatmap_correlation']:.4f} | "
+                     f"{r['score_delta_points']:+.2f} | {r['heatmap_correlation']:.4f} | "
                      f"{r['size_mb']:.2f} | {r['latency_ms']:.2f} |")
     return "\n".join(lines)
 
@@ -314,10 +320,10 @@ def evaluate_on_runtimes(
         runtime -> its parity report plus "ran": True and "shift_vs_cpu", or {"ran": False,
         "reason": why it could not run here}.
     """
-    rows, files = {}, {}
+    rows, files, sessions = {}, {}, {}
     for name in names:
         try:
-            open_session(name, path, num_threads)
+            sessions[name] = open_session(name, path, num_threads)
         except RuntimeUnavailable as e:
             rows[name] = {"runtime": name, "ran": False, "reason": str(e)}
             continue
@@ -326,7 +332,8 @@ def evaluate_on_runtimes(
         return rows
     _, reports = evaluate_files_against_float(
         files, float_model, instances, ann_file, os.path.join(out_dir, "float"), num_threads,
-        batch_size, flip_test, decode, metric=metric, runtime={n: n for n in files})
+        batch_size, flip_test, decode, metric=metric, runtime={n: n for n in files},
+        sessions=sessions)
     for name, rep in reports.items():
         pred = rep.pop("tflite_result")[1]
         rows[name] = {**{k: v for k, v in rep.items() if k not in ("stats", "float_stats")},
@@ -346,6 +353,7 @@ def format_runtimes(rows: dict[str, dict]) -> str:
         s = r.get("shift_vs_cpu")
         shift = (f"{s['mean_px']:.3f} / {s['p95_px']:.3f} / {s['max_px']:.2f} | "
                  f"{100 * s['share_above_1px']:.2f}%") if s else "(reference) | "
-        lines.append(f"| {name} | {r.get('metric', 'AP')} {100 * r['candidate_ap']:.2f} | "
-                     f"{100 * r['reference_ap']:.2f} | {r['ap_delta_points']:+.2f} | {shift} |")
+        lines.append(f"| {name} | {r.get('metric', 'AP')} {100 * r['candidate_score']:.2f} | "
+                     f"{100 * r['reference_score']:.2f} | {r['score_delta_points']:+.2f} | "
+                     f"{shift} |")
     return "\n".join(lines)

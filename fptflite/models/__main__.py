@@ -6,12 +6,13 @@ import sys
 from absl import app, flags
 
 from fptflite.models import MODELS, build_model, summarize
+from fptflite.utils import cli
 from fptflite.utils.cli import parse_hw
 
-FLAGS = flags.DEFINE_string("model", None, "Zoo model name.")
+_MODEL = cli.flag("zoo_model")
 _LIST = flags.DEFINE_bool("list", False, "Print the zoo as a table.")
-_INPUT = flags.DEFINE_string("input_size", "256x192", "Input size HxW.")
-_JSON = flags.DEFINE_bool("json", False, "Print one JSON object for --model.")
+_INPUT = cli.flag("input_size", default="256x192")
+_JSON = flags.DEFINE_bool("json", False, "Print one JSON object for --zoo_model.")
 
 
 def main(argv):
@@ -24,9 +25,9 @@ def main(argv):
             print(f"{name:<22} {entry.description:<32} {s['params'] / 1e6:>10.2f} "
                   f"{s['macs'] / 1e9:>7.3f}  {'x'.join(map(str, s['output_shape']))}")
         return 0
-    if not FLAGS.value:
-        raise app.UsageError("give --list or --model=NAME")
-    s = summarize(build_model(FLAGS.value, input_size=size))
+    if not _MODEL.value:
+        raise app.UsageError("give --list or --zoo_model=NAME")
+    s = summarize(build_model(_MODEL.value, input_size=size))
     s["input_size"] = list(size)
     if _JSON.value:
         print(json.dumps(s))

@@ -13,10 +13,6 @@ import tf_keras as keras
 from fptflite.quantization.scheme import quantize_scope
 
 
-def model_file_extension(quantized: bool) -> str:
-    return ".h5" if quantized else ".keras"
-
-
 def load_model(path: str) -> keras.Model:
     """Loads a float (.keras) or QAT (.h5) model file with a clear error if it is unusable."""
     if not os.path.isfile(path):

@@ -130,8 +130,8 @@ def _write_heatmap_body(body: keras.Model, int8: str, calibration_images: np.nda
 
 
 def _measure_dropin(data: bytes, heatmap_path: str, crops: np.ndarray, work_dir: str,
-                    threads: tuple[int, ...], min_runtime: str | None
-                    ) -> tuple[dict, dict, dict | None]:
+                    threads: tuple[int, ...], min_runtime: str | None,
+                    min_runtime_required: bool = False) -> tuple[dict, dict, dict | None]:
     """Decode parity on ``crops`` [N, S, S, 3], latency against the heatmap file and the run
     on the oldest runtime it must support, of the drop-in ``data`` written to a temporary
     file in ``work_dir``.
@@ -144,7 +144,8 @@ def _measure_dropin(data: bytes, heatmap_path: str, crops: np.ndarray, work_dir:
         ValueError: the file does not run on ``min_runtime`` (naming the op it lacks).
     """
     with _temporary_dropin(data, work_dir) as path:
-        old = dropin_check.check_runs_on(path, min_runtime, crops[0]) if min_runtime else None
+        old = dropin_check.check_runs_on(path, min_runtime, crops[0], min_runtime_required) \
+            if min_runtime else None
         parity = dropin_check.decode_parity(path, crops)
         latency = dropin_check.measure_latency(path, heatmap_path, threads)
     print(f"in-graph vs Python DARK decode on {parity['num_crops']} crops: mean "
@@ -156,7 +157,7 @@ def _measure_dropin(data: bytes, heatmap_path: str, crops: np.ndarray, work_dir:
 def export_android(body: keras.Model, int8: str, out_dir: str, calibration_images: np.ndarray,
                    source_model: str, work_dir: str | None = None,
                    measured: dict | None = None, threads: tuple[int, ...] = (2, 4),
-                   min_runtime: str | None = "2.14",
+                   min_runtime: str | None = "2.14", min_runtime_required: bool = False,
                    agreement_batches: Iterable[np.ndarray] | None = None) -> dict:
     """Converts, audits, measures and writes the drop-in assets into ``out_dir``.
 
@@ -176,6 +177,8 @@ def export_android(body: keras.Model, int8: str, out_dir: str, calibration_image
         threads: the CPU thread counts the latency is measured with.
         min_runtime: the oldest runtime the file must load and run on
             (``dropin_check.MIN_RUNTIMES``; default the Android sample's 2.14); None skips.
+            Where that runtime is not installed, the card says so and the export goes on.
+        min_runtime_required: raise ``RuntimeNotInstalled`` instead (asked for explicitly).
         agreement_batches: batches of crops [B, S, S, 3] (e.g. the val crops, streamed) on
             which the drop-in's keypoints on every runtime are compared with the CPU's
             (``dropin_check.runtime_agreement``); None skips.
@@ -191,7 +194,8 @@ def export_android(body: keras.Model, int8: str, out_dir: str, calibration_image
     heatmap_path, body_audit = _write_heatmap_body(body, int8, calibration_images, work_dir)
     data = dropin_build.convert_dropin(body, int8, calibration_images)
     parity, latency, old = _measure_dropin(data, heatmap_path, calibration_images[:64],
-                                           work_dir, threads, min_runtime)
+                                           work_dir, threads, min_runtime,
+                                           min_runtime_required)
     agreement = None
     if agreement_batches is not None:
         with _temporary_dropin(data, work_dir) as path:
@@ -210,7 +214,8 @@ def export_android(body: keras.Model, int8: str, out_dir: str, calibration_image
 def measured_from_report(report: dict, int8: str) -> dict:
     """The model card's AP and parity entries from a main job report (report.json dict)."""
     key = f"int8_{int8}"
-    return {"ap": {"float": report.get("float_ap"), key: report.get(f"{key}_ap"),
+    return {"metric": report.get("metric"),
+            "ap": {"float": report.get("float_score"), key: report.get(f"{key}_score"),
                    "delta_points": report.get(f"{key}_delta_points")},
             "parity": report.get("parity", {}).get(key),
             "runtimes": {name: _runtime_entry(row)
@@ -222,5 +227,5 @@ def _runtime_entry(row: dict) -> dict:
     model and its keypoints against the CPU runtime's, or why it did not run."""
     if not row["ran"]:
         return {"ran": False, "reason": row["reason"]}
-    return {"ran": True, "ap": row["candidate_ap"], "delta_points": row["ap_delta_points"],
+    return {"ran": True, "ap": row["candidate_score"], "delta_points": row["score_delta_points"],
             "passed": row["passed"], "shift_vs_cpu_heatmap_px": row.get("shift_vs_cpu")}

@@ -219,18 +219,22 @@ def measure_latency(dropin_path: str, heatmap_path: str, threads: Sequence[int])
 MIN_RUNTIMES = {"2.14": "tflite2.14"}
 
 
-def check_runs_on(path: str, version: str, crop: np.ndarray) -> dict:
+def check_runs_on(path: str, version: str, crop: np.ndarray, required: bool = False) -> dict:
     """Loads and runs ``path`` on the runtime of ``version`` (``MIN_RUNTIMES``).
 
     Args:
         crop: one crop [S, S, 3] float 0..255 to run.
+        required: raise when the runtime is not installed here (the check was asked for
+            explicitly); otherwise that is reported as not run, with the reason.
 
     Returns:
-        {"runtime", "ran": True, "converter_min_runtime_version"}.
+        {"runtime", "ran": True, "converter_min_runtime_version"}, or {"runtime",
+        "ran": False, "reason"} when the runtime is not installed and not ``required``.
 
     Raises:
         ValueError: an unknown version, or the runtime cannot load or run the file: the
             message names the runtime, the file and the op (and version) it lacks.
+        runtimes.RuntimeNotInstalled: the runtime is not installed and ``required``.
     """
     if version not in MIN_RUNTIMES:
         raise ValueError(f"--min_runtime {version!r}: one of {sorted(MIN_RUNTIMES)}")
@@ -239,6 +243,11 @@ def check_runs_on(path: str, version: str, crop: np.ndarray) -> dict:
         session = runtimes.open_session(runtime, path)
         session.run(np.clip(round_half_away_from_zero(crop), 0, 255)[None].astype(
             session.input.dtype))
+    except runtimes.RuntimeNotInstalled as e:
+        if required:
+            raise
+        print(f"not run: the TensorFlow Lite {version} check of {path}: {e}", flush=True)
+        return {"runtime": runtime, "ran": False, "reason": str(e)}
     except runtimes.RuntimeUnavailable as e:
         raise ValueError(f"{path} does not run on TensorFlow Lite {version}: {e}") from e
     return {"runtime": runtime, "ran": True,

@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 
+from fptflite import rundir
 from fptflite.codec import HEATMAP_STRIDE, decode_heatmaps, heatmap_to_crop
 from fptflite.keypoints import NUM_KEYPOINTS
 from fptflite.tflite import runtimes
@@ -79,27 +80,22 @@ def load_predictor(path: str, num_threads: int | None = None, runtime: str = "cp
                    ) -> DropInPredictor | HeatmapPredictor:
     """A predictor for a .tflite file or a .keras/.h5 model file.
 
-    A training dir is not accepted here (resolving it needs the training code): pass its
-    exported model file, or use ``python -m fptflite.predict``, which resolves a training
-    dir to its best export.
-
     Args:
-        path: a .tflite file (LiteRT; TensorFlow is not imported) or a .keras/.h5 file.
+        path: a .tflite file (LiteRT; TensorFlow is not imported), a .keras/.h5 file, or a run
+            directory (its best export, found without TensorFlow).
         num_threads: LiteRT CPU threads (.tflite only).
         runtime: where a .tflite runs (``fptflite.tflite.runtimes.RUNTIMES``).
 
     Raises:
         FileNotFoundError: the path does not exist.
-        ValueError: a directory, an unknown extension, or a file that is not a usable pose
-            model (naming the file and the problem).
+        ValueError: a directory that is not a finished run (``RunDirError``), an unknown
+            extension, or a file that is not a usable pose model (naming the file and the
+            problem).
         RuntimeUnavailable: the runtime cannot start here or cannot load the file.
     """
     if not os.path.exists(path):
         raise FileNotFoundError(f"model not found: {path}")
-    if os.path.isdir(path):
-        raise ValueError(f"{path} is a directory: pass a .tflite, .keras or .h5 model file, or "
-                         "use `python -m fptflite.predict`, which resolves a training dir to "
-                         "its best export")
+    path = rundir.resolve_model(path)
     if path.endswith(".tflite"):
         return _tflite_predictor(path, num_threads, runtime)
     if path.endswith((".keras", ".h5")):

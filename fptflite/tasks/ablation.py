@@ -49,6 +49,7 @@ from fptflite.models import MODELS, count_macs, get_entry
 from fptflite.tasks import configs, trainer
 from fptflite.tasks.configs import TrainConfig
 from fptflite.tflite import benchmark, convert, runner
+from fptflite.utils.formatting import mean_sd
 from fptflite.utils.io import atomic_path, write_bytes_atomic, write_json_atomic
 
 RESULT_FILE = "ablation.json"
@@ -569,10 +570,6 @@ def build_result(records: list[dict], state: dict) -> dict:
 # ------------------------------------------------------------------------------ output
 
 
-def _pm(s: dict, scale: float = 1.0, digits: int = 3) -> str:
-    return f"{s['mean'] * scale:.{digits}f} ± {s['sd'] * scale:.{digits}f}"
-
-
 def _interval(d: dict, digits: int = 3, sign: str = "+") -> str:
     """A paired difference (``sign`` "+") or ratio ("") with its interval and seeds."""
     if d["mean"] is None:
@@ -603,9 +600,9 @@ def format_markdown(result: dict) -> str:
     for v, s in result["summary"].items():
         curve = " / ".join(f"{s['ap_at'][k]['mean']:.3f}" for k in s["ap_at"])
         ms = " / ".join(f"{s['int8_ms'][str(n)]['mean']:.2f}" for n in LATENCY_THREADS)
-        lines.append(f"| {v} | {len(s['seeds'])} | {_pm(s['final_ap'])} | {curve} | "
-                     f"{s['params'] / 1e6:.3f} | {s['macs'] / 1e6:.1f} | {_pm(s['int8_ap'])} | "
-                     f"{ms} | {_pm(s['train_s'], 1 / 60, 1)} |")
+        lines.append(f"| {v} | {len(s['seeds'])} | {mean_sd(s['final_ap'])} | {curve} | "
+                     f"{s['params'] / 1e6:.3f} | {s['macs'] / 1e6:.1f} | {mean_sd(s['int8_ap'])} | "
+                     f"{ms} | {mean_sd(s['train_s'], 1, 1 / 60)} |")
     a, b = result["verdicts"]["a"], result["verdicts"]["b"]
     lines += ["", f"Seeds per variant: {result['seeds_per_variant']}"
               + (f"; stopped: {result['stopped']}" if result["stopped"] else ""), "",

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from fptflite.data import datasets
-from fptflite.tasks import trainer
+from fptflite.tasks import configs
 
 
 def calibration_crops_for(model: str, ann_file: str | None, image_dir: str | None,
@@ -34,7 +34,7 @@ def calibration_crops_for(model: str, ann_file: str | None, image_dir: str | Non
             raise ValueError("give both --calib_ann_file and --calib_image_dir")
         return datasets.file_calibration_crops(ann_file, image_dir, input_size, num)
     if os.path.isdir(model):
-        return datasets.split_calibration_crops(trainer.load_config(model).data, input_size,
+        return datasets.split_calibration_crops(configs.load_config(model).data, input_size,
                                                 "train", num)
     raise ValueError("int8 conversion needs calibration data: give --calib_ann_file and "
                      "--calib_image_dir, or a training dir as --model")

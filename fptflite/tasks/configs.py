@@ -12,6 +12,7 @@ from fptflite.data.datasets import DataConfig
 from fptflite.data.pipeline import AugmentConfig
 from fptflite.losses import OUTPUT_ACTIVATIONS, check_loss_name
 from fptflite.models.zoo import get_entry
+from fptflite.rundir import read_config
 
 
 @dataclasses.dataclass
@@ -199,6 +200,12 @@ def from_dict(d: dict) -> TrainConfig:
         else:
             cfg = override(cfg, key, json.dumps(value))
     return cfg
+
+
+def load_config(run_dir: str) -> TrainConfig:
+    """The resolved config a run wrote into ``run_dir`` (raises ``RunDirError`` naming the
+    path when it is not a run directory)."""
+    return from_dict(read_config(run_dir))
 
 
 def apply_overrides(cfg: TrainConfig, items: list[str]) -> TrainConfig:

@@ -3,7 +3,7 @@
 The evaluation CLIs take ``--flip_test`` and ``--decode`` from, in order: the flags when given;
 the ``evaluation`` section of a .tflite's sidecar JSON; the ``config.json`` of the training
 run the model came from (a model dir, or the folder of a .keras / .h5 file); the
-``TrainConfig`` defaults (logged as such). So ``training.evaluate --model_dir=RUN`` scores the
+``TrainConfig`` defaults (logged as such). So ``training.evaluate --model=RUN`` scores the
 run's model exactly as the run's own evaluation did.
 """
 
@@ -15,7 +15,8 @@ import os
 
 from absl import logging
 
-from fptflite.tasks import trainer
+from fptflite import rundir
+from fptflite.tasks import configs
 from fptflite.tasks.configs import TrainConfig
 
 
@@ -38,10 +39,10 @@ def find_config(path: str | None) -> tuple[TrainConfig | None, str | None]:
     if not path:
         return None, None
     folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
-    cfg_path = os.path.join(folder, trainer.CONFIG_FILE)
+    cfg_path = os.path.join(folder, rundir.CONFIG_FILE)
     if not os.path.isfile(cfg_path):
         return None, None
-    return trainer.load_config(folder), cfg_path
+    return configs.load_config(folder), cfg_path
 
 
 def sidecar_settings(tflite_path: str) -> dict | None:

@@ -22,6 +22,7 @@ import os
 import numpy as np
 import tf_keras as keras
 
+from fptflite import rundir
 from fptflite.data import datasets
 from fptflite.evaluation import fidelity as fidelity_lib
 from fptflite.models.batch_norm import settle_batch_norm
@@ -79,7 +80,7 @@ def run_mode(cfg: configs.TrainConfig, mode: str, out_dir: str, train_crops: np.
     qat_cfg = configs.qat_config(cfg, random_path, epochs, learning_rate)
     qat_dir = os.path.join(out_dir, "qat")
     trainer.train(qat_cfg, qat_dir)
-    qat_model = load_model(trainer.best_export(qat_dir))
+    qat_model = load_model(rundir.best_export(qat_dir))
     exported = export_formats(os.path.join(out_dir, "tflite"), cfg.model, ["int8_qat"], model,
                               qat_model, train_crops[:200], progress=False)
     fid = fidelity_lib.check_qat_file(qat_model, exported["int8_qat"]["path"], val_crops)
@@ -116,7 +117,7 @@ def run(model_dir: str, out_dir: str, model: str, modes: list[str], steps: int,
         learning_rate: float, seed: int = 0) -> list[dict]:
     """``run_mode`` for each BN mode on a float run's config and data (paths relative to the
     working directory, as the run recorded them). Returns the rows."""
-    cfg = configs.apply_overrides(trainer.load_config(model_dir), [f"model={model}"])
+    cfg = configs.apply_overrides(configs.load_config(model_dir), [f"model={model}"])
     h, w = cfg.input_size
     train_crops = datasets.split_calibration_crops(cfg.data, cfg.input_size, "train",
                                                    NUM_SETTLE_CROPS, seed=5)

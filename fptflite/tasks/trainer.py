@@ -34,27 +34,19 @@ from fptflite.data import coco, datasets, pipeline
 from fptflite.evaluation import coco_eval, metrics
 from fptflite.losses import loss_for
 from fptflite.models import build_model, heatmap_logits_model
-from fptflite.quantization.model_io import load_model, model_file_extension
+from fptflite.quantization.model_io import load_model
+from fptflite.rundir import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    EVAL_DIR,
+    EVAL_HISTORY_FILE,
+    TENSORBOARD_DIR,
+    export_path,
+)
 from fptflite.tasks.configs import TrainConfig, from_dict
 from fptflite.utils.io import atomic_path, write_json_atomic
 
-CONFIG_FILE = "config.json"
-EVAL_HISTORY_FILE = "eval_history.json"
 SUMMARY_EVERY_STEPS = 10
-
-
-def export_path(model_dir: str, kind: str, quantized: bool) -> str:
-    """Where training exports a model: ``best`` or ``final``, .keras (float) or .h5 (QAT)."""
-    return os.path.join(model_dir, kind + model_file_extension(quantized))
-
-
-def load_config(model_dir: str) -> TrainConfig:
-    """The resolved config a training run wrote into ``model_dir``."""
-    path = os.path.join(model_dir, CONFIG_FILE)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{model_dir} is not a training dir: {CONFIG_FILE} not found")
-    with open(path) as f:
-        return from_dict(json.load(f))
 
 
 def read_eval_history(model_dir: str) -> list[dict]:
@@ -79,15 +71,6 @@ def history_until(history: list[dict], epoch: int) -> list[dict]:
     """The entries of ``history`` for at most ``epoch`` trained epochs (those a checkpoint of
     that epoch has seen; later ones came from a run killed before its next checkpoint)."""
     return [h for h in history if h["epoch"] <= epoch]
-
-
-def best_export(model_dir: str) -> str:
-    """Path of the best-AP export of a training dir (raises if training never exported)."""
-    path = export_path(model_dir, "best", load_config(model_dir).quantize)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} not found: training in {model_dir} has not finished "
-                                "an evaluation yet")
-    return path
 
 
 def build_training_model(cfg: TrainConfig) -> keras.Model:
@@ -204,7 +187,7 @@ def check_config(cfg: TrainConfig, model_dir: str, is_chief: bool) -> None:
             diff = {k: (v, cfg.to_dict()[k]) for k, v in old.to_dict().items()
                     if cfg.to_dict()[k] != v}
             raise ValueError(f"{model_dir} was trained with another config (saved vs now: "
-                             f"{diff}); use a new --model_dir or the same flags")
+                             f"{diff}); use a new --run_dir or the same flags")
     elif is_chief:
         write_json_atomic(path, cfg.to_dict())
 
@@ -382,7 +365,7 @@ class Trainer:
         self.global_batch = cfg.batch_size_per_replica * self.topo.replicas
         self._build_state()
         self._restore()
-        self.writer = (tf.summary.create_file_writer(os.path.join(model_dir, "tensorboard"))
+        self.writer = (tf.summary.create_file_writer(os.path.join(model_dir, TENSORBOARD_DIR))
                        if self.topo.is_chief else tf.summary.create_noop_writer())
         self._loop_fn = self._make_loop_fn()
         self.stats: dict = {}
@@ -413,7 +396,7 @@ class Trainer:
         self.ckpt = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                         epoch=self.epoch_var, step_in_epoch=self.step_var,
                                         best_ap=self.best_ap)
-        self.ckpt_dir = os.path.join(self.model_dir, "checkpoints")
+        self.ckpt_dir = os.path.join(self.model_dir, CHECKPOINT_DIR)
         own_dir = self.ckpt_dir if topo.is_chief else os.path.join(
             self.model_dir, f".worker{topo.worker_id}_checkpoints")
         self.manager = tf.train.CheckpointManager(self.ckpt, own_dir, max_to_keep=3)
@@ -566,7 +549,7 @@ class Trainer:
         topo = self.topo
         self.stats = evaluate_model(self.model, self.cfg, self.data.paths,
                                     self.data.val_instances,
-                                    os.path.join(self.model_dir, "eval") if topo.is_chief
+                                    os.path.join(self.model_dir, EVAL_DIR) if topo.is_chief
                                     else None, progress=topo.is_chief)
         metric = metric_of(self.cfg)
         print(metric.format_stats(self.stats, f"val after epoch {self.epoch}"), flush=True)

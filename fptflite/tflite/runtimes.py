@@ -12,7 +12,8 @@
                    computes garbage without raising), so batches are looped.
     tflite2.14     TensorFlow Lite 2.14 (``tflite-runtime==2.14.0``, the Android pose sample's
                    era), in a worker process of its own virtual environment (it needs
-                   ``numpy<2``), created on demand under ``runtimes_dir()``.
+                   ``numpy<2``), which ``make runtimes`` creates under ``runtimes_dir()``;
+                   missing, it raises ``RuntimeNotInstalled`` (nothing installs at run time).
 
 ``open_session(name, path, num_threads)`` gives a ``Session``: the input and output tensors'
 shape, dtype and quantization, and ``run(x)`` on raw (quantized) arrays [B, ...]. A runtime
@@ -36,7 +37,6 @@ import numpy as np
 from fptflite.tflite.litert import load_interpreter
 
 RUNTIMES = ("cpu", "cpu_reference", "gpu", "tflite2.14")
-TFLITE214_REQUIREMENTS = ("tflite-runtime==2.14.0", "numpy<2")
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _WORKER_214 = os.path.join(_HERE, "tflite214_worker.py")
 _WORKER_GPU = os.path.join(_HERE, "gpu_worker.py")
@@ -44,6 +44,11 @@ _WORKER_GPU = os.path.join(_HERE, "gpu_worker.py")
 
 class RuntimeUnavailable(RuntimeError):
     """A runtime that cannot run here or cannot load the file (the message says why)."""
+
+
+class RuntimeNotInstalled(RuntimeUnavailable):
+    """A runtime whose own environment is not installed here (the message names the make
+    target that installs it): not a fault of the file."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,30 +132,19 @@ def runtimes_dir() -> str:
     return os.path.abspath(os.environ.get("FPTFLITE_RUNTIMES_DIR", default))
 
 
-def tflite214_python(create: bool = True) -> str:
-    """The 2.14 environment's python, creating the environment when asked and missing.
+def tflite214_python() -> str:
+    """The TensorFlow Lite 2.14 environment's python (``make runtimes`` creates it).
 
     Raises:
-        RuntimeUnavailable: the environment cannot be created (no registry, no venv module),
-            with pip's last lines.
+        RuntimeNotInstalled: the environment is missing or unfinished; nothing is installed
+            at run time.
     """
     venv = os.path.join(runtimes_dir(), "tflite2.14")
     python = os.path.join(venv, "bin", "python")
     if os.path.isfile(python) and os.path.isfile(os.path.join(venv, ".complete")):
         return python
-    if not create:
-        raise RuntimeUnavailable(f"tflite2.14: no environment at {venv} (run make runtimes)")
-    steps = ([sys.executable, "-m", "venv", "--clear", venv],
-             [python, "-m", "pip", "install", "--quiet", *TFLITE214_REQUIREMENTS])
-    for cmd in steps:
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode:
-            raise RuntimeUnavailable(
-                f"tflite2.14: cannot create its environment in {venv} ({' '.join(cmd[2:4])} "
-                f"failed): {(done.stderr or done.stdout).strip()[-600:]}")
-    with open(os.path.join(venv, ".complete"), "w") as f:
-        f.write(" ".join(TFLITE214_REQUIREMENTS) + "\n")
-    return python
+    raise RuntimeNotInstalled(f"TensorFlow Lite 2.14 environment missing ({venv}): "
+                              "make runtimes")
 
 
 class WorkerSession:

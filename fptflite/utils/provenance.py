@@ -44,7 +44,7 @@ def machine(cpuinfo_path: str = CPUINFO) -> str:
 
 def utc_date(now: datetime.datetime | None = None) -> str:
     """Today's date in UTC, ISO format (YYYY-MM-DD)."""
-    return (now or datetime.datetime.now(datetime.timezone.utc)).date().isoformat()
+    return (now or datetime.datetime.now(datetime.UTC)).date().isoformat()
 
 
 def command_line(argv: Sequence[str]) -> str:
