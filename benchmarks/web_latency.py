@@ -2,7 +2,7 @@
 LiteRT.
 
     python -m benchmarks.web_latency [--model=android_demo_assets/fasterpose_singlepose.tflite]
-        [--threads=1,2] [--runs=50] [--rounds=4] [--out_json=docs/results/web_latency.json]
+        [--thread_counts=1,2] [--runs=50] [--rounds=4] [--out_json=docs/results/web_latency.json]
 
 Native: LiteRT's interpreter with XNNPACK, one image, ``invoke()`` timed, for each thread
 count. Browser: ``web/bench.html`` served with the model (``fptflite.serving.web_server``),
@@ -19,20 +19,22 @@ import platform
 import sys
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from fptflite.serving import web_server
 from fptflite.tflite.benchmark import summarize_ms, time_tflite
+from fptflite.utils import cli
 from fptflite.utils.io import write_json_atomic
 from fptflite.utils.provenance import provenance
 
-_MODEL = flags.DEFINE_string("model", "android_demo_assets/fasterpose_singlepose.tflite",
-                             "The drop-in .tflite, or a training run dir (its drop-in).")
-_THREADS = flags.DEFINE_list("threads", ["1", "2"], "Thread counts (native and wasm).")
-_RUNS = flags.DEFINE_integer("runs", 50, "Timed runs per setting and round.")
-_ROUNDS = flags.DEFINE_integer("rounds", 4, "Alternating rounds.")
+DEFAULT_DROPIN = "android_demo_assets/fasterpose_singlepose.tflite"
+_MODEL = cli.flag("model", help_note=f"Here the drop-in .tflite, or a run directory (its "
+                  f"drop-in); default {DEFAULT_DROPIN}.")
+_THREADS = cli.flag("thread_counts")
+_RUNS = cli.flag("runs")
+_ROUNDS = cli.flag("rounds", default=4)
 _WEBGPU = flags.DEFINE_bool("webgpu", True, "Also time WebGPU where the browser has it.")
-_OUT = flags.DEFINE_string("out_json", "docs/results/web_latency.json", "Results file.")
+_OUT = cli.flag("out_json", default="docs/results/web_latency.json")
 
 
 def native_rows(path: str, threads: list[int], runs: int, rounds: int) -> list[dict]:
@@ -70,7 +72,7 @@ def main(argv):
     del argv
     threads = [int(t) for t in _THREADS.value]
     try:
-        path, _ = web_server.find_dropin(_MODEL.value)
+        path, _ = web_server.find_dropin(_MODEL.value or DEFAULT_DROPIN)
         model = web_server.check_dropin(path)
     except web_server.ModelError as e:
         print(f"web_latency: {e}", file=sys.stderr)
@@ -108,4 +110,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(app.run(main))
+    cli.run_tool(main)

@@ -1,16 +1,16 @@
 """A main-job run's shipped int8 file and drop-in in the browser (LiteRT.js) against the float
 model and against LiteRT's CPU runtime.
 
-    python -m benchmarks.web_parity --run=runs/demo [--runtimes=web,web_gpu]
-        [--dropin=android_demo_assets/fasterpose_singlepose.tflite]
+    python -m benchmarks.web_parity --model=runs/demo [--runtimes=web,web_gpu]
         [--out_json=docs/results/web_parity.json]
 
 The heatmap file (the run's ``report.json`` "shipped" path, relative to the run's checkout)
 runs on "cpu" and on each web runtime in one streaming pass over the run's val crops
 (``parity.evaluate_files_against_float``): AP against the float model, and the keypoints'
 shift against the CPU's (``parity.keypoint_shift``, heatmap px). The file keeps its
-dynamic batch: the web runtimes run a static batch-1 copy, crop by crop. The drop-in
-(``--dropin``, skipped when absent) runs on the same val crops through
+dynamic batch: the web runtimes run a static batch-1 copy, crop by crop. The run's drop-in
+(``web_server.find_dropin``: RUN/android/, else the checkout's android_demo_assets/; skipped
+when absent) runs on the same val crops through
 ``dropin_check.runtime_agreement``. A runtime that cannot start is reported as not run, with
 the reason. Writes a results file (kind "figures") for ``python -m benchmarks.report``.
 """
@@ -20,38 +20,42 @@ import os
 import sys
 import tempfile
 
-from absl import app, flags
+from absl import flags
 
 import fptflite  # noqa: F401  (selects tf_keras before TensorFlow loads)
+from fptflite import rundir
 from fptflite.data import datasets, pipeline
 from fptflite.evaluation import parity
 from fptflite.quantization.model_io import load_model
-from fptflite.serving import dropin_check
-from fptflite.tasks import configs, trainer
+from fptflite.serving import dropin_check, web_server
+from fptflite.tasks import configs
 from fptflite.tflite import runtimes
+from fptflite.utils import cli
 from fptflite.utils.io import write_json_atomic
 from fptflite.utils.provenance import provenance
 
-_RUN = flags.DEFINE_string("run", "runs/demo", "A finished main-job run (make demo's).")
+_RUN = cli.flag("model", help_note="Here a finished main-job run directory (default "
+                "runs/demo, make demo's).")
 _RUNTIMES = flags.DEFINE_list("runtimes", ["web", "web_gpu"], "Runtimes beside cpu.")
-_DROPIN = flags.DEFINE_string("dropin", None, "The run's drop-in (default: the checkout's "
-                              "android_demo_assets/fasterpose_singlepose.tflite).")
-_OUT = flags.DEFINE_string("out_json", "docs/results/web_parity.json", "Results file.")
+_OUT = cli.flag("out_json", default="docs/results/web_parity.json")
 
 
 def main(argv):
     del argv
-    run = os.path.abspath(_RUN.value)
+    run = os.path.abspath(_RUN.value or "runs/demo")
     checkout = os.path.dirname(os.path.dirname(run))
     with open(os.path.join(run, "report.json")) as f:
         report = json.load(f)
     shipped = report["shipped"]
-    path = os.path.join(checkout, shipped["path"])
-    cfg = configs.apply_overrides(configs.get_config(report["config"]),
-                                  [f"data.data_dir={os.path.join(run, 'data')}"])
+    path = shipped["path"] if os.path.isabs(shipped["path"]) else \
+        os.path.join(checkout, shipped["path"])
+    cfg = configs.from_dict(rundir.read_config(run))
+    if not os.path.isabs(cfg.data.data_dir):  # written relative to the checkout
+        cfg = configs.apply_overrides(
+            cfg, [f"data.data_dir={os.path.join(checkout, cfg.data.data_dir)}"])
     h, w = cfg.input_size
     instances, _ = datasets.load_split(cfg.data, "val", w / h)
-    float_model = load_model(trainer.best_export(os.path.join(run, "float")))
+    float_model = load_model(rundir.best_export(run))
     rows = {}
     names = ["cpu"]
     for name in _RUNTIMES.value:
@@ -69,16 +73,19 @@ def main(argv):
     cpu_pred = reports["cpu"]["tflite_result"][1]
     for name in names:
         rep = reports[name]
-        rows[name] = {"ran": True, "ap": rep["candidate_ap"], "float_ap": rep["reference_ap"],
-                      "delta_points": rep["ap_delta_points"],
+        rows[name] = {"ran": True, "ap": rep["candidate_score"],
+                      "float_ap": rep["reference_score"],
+                      "delta_points": rep["score_delta_points"],
                       "num_instances": rep["num_instances"]}
         if name != "cpu":
             rows[name]["shift_vs_cpu"] = parity.keypoint_shift(cpu_pred,
                                                                rep["tflite_result"][1])
-    dropin = _DROPIN.value or os.path.join(checkout, "android_demo_assets",
-                                           "fasterpose_singlepose.tflite")
+    try:
+        dropin, _ = web_server.find_dropin(run)
+    except web_server.ModelError:
+        dropin = None
     agreement = None
-    if os.path.isfile(dropin):
+    if dropin:
         batches = (images for images, _ in pipeline.iterate_eval_crops(
             pipeline.eval_dataset(instances, tuple(cfg.input_size), 64), instances, 64))
         agreement = dropin_check.runtime_agreement(dropin, batches, _RUNTIMES.value)
@@ -116,4 +123,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(app.run(main))
+    cli.run_tool(main)

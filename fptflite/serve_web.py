@@ -12,13 +12,14 @@ printed).
 
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from fptflite.serving import web_server
+from fptflite.utils import cli
 
-_MODEL = flags.DEFINE_string("model", None, "Drop-in .tflite file or training run dir.")
+_MODEL = cli.flag("model", required=True, help_note="Here the drop-in .tflite, or a run "
+                  "directory (its drop-in).")
 _PORT = flags.DEFINE_integer("port", 8000, "Port on 127.0.0.1 (0: any free port).")
-flags.mark_flags_as_required(["model"])
 
 
 def main(argv):
@@ -44,4 +45,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(app.run(main))
+    cli.run_tool(main)

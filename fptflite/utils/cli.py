@@ -80,7 +80,8 @@ SHARED_FLAGS: dict[str, FlagSpec] = {
     "formats": FlagSpec("list", None, "File formats: float32, float16, int8_ptq, int8_qat."),
     "runtime": FlagSpec("enum", "cpu", "Where a .tflite runs: cpu (LiteRT + XNNPACK), "
                         "cpu_reference (LiteRT's builtin kernels), gpu (LiteRT's GPU "
-                        "accelerator), tflite2.14 (TensorFlow Lite 2.14, make runtimes)."),
+                        "accelerator), tflite2.14 (TensorFlow Lite 2.14, make runtimes), web / "
+                        "web_gpu (LiteRT.js on wasm / WebGPU in headless Chromium, make web)."),
     "num_threads": FlagSpec("integer", None, "LiteRT CPU threads (default: all cores)."),
     "thread_counts": FlagSpec("list", ["1", "2"], "CPU thread counts to time, "
                               "comma-separated."),

@@ -21,7 +21,7 @@ from fptflite.utils.io import write_bytes_atomic
 
 TOOL_FOLDERS = ("training", "conversion", "benchmarks")
 # Binaries inside the library (their module path, run with python -m).
-LIBRARY_TOOLS = ("fptflite/predict.py", "fptflite/models/__main__.py",
+LIBRARY_TOOLS = ("fptflite/predict.py", "fptflite/serve_web.py", "fptflite/models/__main__.py",
                  "fptflite/data/synthetic.py", "fptflite/data/synthetic_mpii.py",
                  "fptflite/utils/cli_doc.py")
 DOC_FILE = os.path.join("docs", "cli.md")
