@@ -223,7 +223,10 @@ def test_shipped_file_on_every_runtime(main_job_run):
     # Measured on this fit (187 keypoints, heatmap px): cpu_reference mean 0.0183, p95 0.0407,
     # max 0.0794 (TFLite's int8 kernels round where XNNPACK's do not); gpu (fp16 arithmetic on
     # dequantized weights) mean 0.0317, p95 0.0710, max 0.134; no keypoint 1 px apart.
-    bounds = {"cpu_reference": (0.03, 0.15), "tflite2.14": (0.03, 0.15), "gpu": (0.05, 0.25)}
+    # web (LiteRT.js on wasm: XNNPACK's int8 kernels, the float decode's last bits differ)
+    # mean 1.5e-6, max 1.9e-5; web_gpu (WebGPU on lavapipe) mean 0.0021, p95 0.0155, max 0.030.
+    bounds = {"cpu_reference": (0.03, 0.15), "tflite2.14": (0.03, 0.15), "gpu": (0.05, 0.25),
+              "web": (1e-5, 1e-4), "web_gpu": (0.01, 0.1)}
     for name, x in agree.items():
         if x["ran"]:
             mean_bound, max_bound = bounds[name]
