@@ -14,6 +14,8 @@
                    era), in a worker process of its own virtual environment (it needs
                    ``numpy<2``), which ``make runtimes`` creates under ``runtimes_dir()``;
                    missing, it raises ``RuntimeNotInstalled`` (nothing installs at run time).
+    web, web_gpu   LiteRT.js (wasm / WebGPU) in headless Chromium through a node worker
+                   (``web_runtime.py``), which ``make web`` installs; missing, likewise.
 
 ``open_session(name, path, num_threads)`` gives a ``Session``: the input and output tensors'
 shape, dtype and quantization, and ``run(x)`` on raw (quantized) arrays [B, ...]. A runtime
@@ -36,7 +38,7 @@ import numpy as np
 
 from fptflite.tflite.litert import load_interpreter
 
-RUNTIMES = ("cpu", "cpu_reference", "gpu", "tflite2.14")
+RUNTIMES = ("cpu", "cpu_reference", "gpu", "tflite2.14", "web", "web_gpu")
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _WORKER_214 = os.path.join(_HERE, "tflite214_worker.py")
 _WORKER_GPU = os.path.join(_HERE, "gpu_worker.py")
@@ -262,7 +264,6 @@ def _web_opener(runtime: str) -> Callable[..., Session]:
 
 
 _OPENERS.update({"web": _web_opener("web"), "web_gpu": _web_opener("web_gpu")})
-RUNTIMES = (*RUNTIMES, "web", "web_gpu")
 
 
 def open_session(runtime: str, path: str, num_threads: int | None = None) -> Session:
