@@ -40,7 +40,7 @@ test: lint
 # After the main job, its headline figures (and the Android card's) go to docs/results/demo.json
 # and BENCHMARKS.md is rendered again from docs/results/*.json.
 demo: $(STAMP)
-	$(PY) -m conversion.demo --out_dir=runs/demo
+	$(PY) -m conversion.demo --run_dir=runs/demo
 	$(PY) -m benchmarks.report --demo_report=runs/demo/report.json \
 	    --model_card=android_demo_assets/model_card.json
 
