@@ -2,6 +2,7 @@
 ends a tool with exit 2 and one line naming the path (nothing half-written)."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -102,3 +103,51 @@ def test_bad_paths_exit_2_naming_the_path_and_what_was_expected(tmp_path):
         assert done.returncode == 2, (args, done.stderr[-800:])
         assert done.stderr.strip().splitlines()[-1] == message, done.stderr[-800:]
         assert not out.exists()
+
+
+DOCUMENTS = ("Makefile", "README.md", "BENCHMARKS.md", "android_demo_assets/README.md",
+             *(os.path.join("docs", n) for n in ("training.md", "quantization.md",
+                                                "deployment.md", "evaluation.md", "design.md",
+                                                "ablation.md")))
+ABSL_FLAGS = {"helpshort", "helpfull", "help", "flagfile", "helpxml"}
+_COMMAND = re.compile(r"(?:\$\(PY\)|python3?) -m ([\w.]+)"
+                      r"((?:(?!python3? -m |\$\(PY\) -m )[^\n`|]|\\\n)*)")
+
+
+def documented_commands(root: str) -> list[tuple[str, str, list[str]]]:
+    """(document, module, flag names) of every ``python -m MODULE --flag ...`` written in the
+    Makefile, README.md, BENCHMARKS.md and docs/ (lines joined at backslashes; optional
+    flags in [brackets] and --[no]bool flags included)."""
+    out = []
+    for doc in DOCUMENTS:
+        path = os.path.join(root, doc)
+        if not os.path.isfile(path):
+            continue
+        text = open(path).read()
+        for module, rest in _COMMAND.findall(text):
+            names = [n.removeprefix("[no]") for n in re.findall(r"--((?:\[no\])?\w+)", rest)]
+            out.append((doc, module, names))
+    return out
+
+
+def test_every_documented_command_uses_flags_its_tool_defines():
+    """The Makefile's, README's, BENCHMARKS.md's and the guides' commands name only flags
+    their tool has (a renamed flag left in a document fails here, as make demo would)."""
+    tools = {t.module: t for t in cli_doc.read_tools(REPO)}
+    checked, wrong = 0, []
+    for doc, module, names in documented_commands(REPO):
+        if module not in tools:
+            continue  # pytest, pip, venv, http.server ...
+        known = {f.name for f in tools[module].flags} | ABSL_FLAGS
+        known |= {"no" + f.name for f in tools[module].flags if f.kind == "bool"}
+        checked += 1
+        wrong += [f"{doc}: python -m {module} --{n}" for n in names if n not in known]
+    assert checked >= 40 and wrong == [], wrong
+
+
+def test_the_check_catches_a_renamed_flag(tmp_path):
+    (tmp_path / "Makefile").write_text("demo:\n\t$(PY) -m conversion.demo --out_dir=runs/demo\n")
+    [(doc, module, names)] = documented_commands(str(tmp_path))
+    assert (module, names) == ("conversion.demo", ["out_dir"])
+    demo = cli_doc.read_tool(REPO, "conversion/demo.py")
+    assert "out_dir" not in {f.name for f in demo.flags}
