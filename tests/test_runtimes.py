@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 from helpers.runtimes import require_all, session_or_skip
+from helpers.tiny_net import tiny_net
 
 from fptflite.serving import dropin_check
 from fptflite.tflite import convert, litert, runtimes
@@ -19,15 +20,7 @@ SIZE = 16
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """A small conv net with heatmap-like outputs as int8 (uint8 I/O) and float32 files."""
-    tf.keras.utils.set_random_seed(3)
-    model = keras.Sequential([
-        keras.Input((SIZE, SIZE, 3)),
-        keras.layers.Rescaling(1 / 127.5, -1),
-        keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
-        keras.layers.DepthwiseConv2D(3, padding="same", activation="relu"),
-        keras.layers.Conv2D(5, 1),
-        keras.layers.Activation("sigmoid")])
-    crops = np.random.default_rng(0).uniform(0, 255, (16, SIZE, SIZE, 3)).astype(np.float32)
+    model, crops = tiny_net(SIZE)
     root = tmp_path_factory.mktemp("runtimes")
     paths = {}
     for fmt in ("int8_ptq", "float32"):

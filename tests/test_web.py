@@ -3,9 +3,8 @@ same file in LiteRT.js (headless Chromium, ``web`` / ``web_gpu``) against LiteRT
 
 import numpy as np
 import pytest
-import tensorflow as tf
-import tf_keras as keras
 from helpers.runtimes import require_all, session_or_skip
+from helpers.tiny_net import tiny_net
 
 from fptflite.models import build_model
 from fptflite.tflite import convert, litert, runtimes, static_batch, web_runtime
@@ -17,15 +16,7 @@ SIZE = 16
 def files(tmp_path_factory):
     """A small conv net with sigmoid outputs as int8 (uint8 I/O), int8 (int8 I/O) and float32
     files, all with the converter's dynamic batch [-1, 16, 16, 3]."""
-    tf.keras.utils.set_random_seed(3)
-    model = keras.Sequential([
-        keras.Input((SIZE, SIZE, 3)),
-        keras.layers.Rescaling(1 / 127.5, -1),
-        keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
-        keras.layers.DepthwiseConv2D(3, padding="same", activation="relu"),
-        keras.layers.Conv2D(5, 1),
-        keras.layers.Activation("sigmoid")])
-    crops = np.random.default_rng(0).uniform(0, 255, (16, SIZE, SIZE, 3)).astype(np.float32)
+    model, crops = tiny_net(SIZE)
     root = tmp_path_factory.mktemp("web")
     paths = {}
     for name, fmt, io in (("int8", "int8_ptq", "uint8"), ("int8_io", "int8_ptq", "int8"),

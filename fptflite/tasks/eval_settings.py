@@ -36,13 +36,10 @@ def find_config(path: str | None) -> tuple[TrainConfig | None, str | None]:
     Returns:
         (config, path of its config.json), or (None, None) where there is none.
     """
-    if not path:
+    run = rundir.run_of(path) if path else None
+    if run is None:
         return None, None
-    folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
-    cfg_path = os.path.join(folder, rundir.CONFIG_FILE)
-    if not os.path.isfile(cfg_path):
-        return None, None
-    return configs.load_config(folder), cfg_path
+    return configs.load_config(run), os.path.join(run, rundir.CONFIG_FILE)
 
 
 def sidecar_settings(tflite_path: str) -> dict | None:
