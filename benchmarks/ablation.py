@@ -1,9 +1,10 @@
 """The paper's claims as a multi-seed ablation (RCE vs MSE; depth-to-space head vs deconvs).
 
-    python benchmarks/ablation.py --out_dir=DIR --budget_minutes=240 [--recipe=demo]
-        [--variants=fasterpose_rce,...] [--seeds=0,1,2] [--epochs=N] [--set=key=value ...]
+    python -m benchmarks.ablation --out_dir=DIR --budget_minutes=240 [--recipe=demo]
+        [--variants=fasterpose_rce,fasterpose_rce:learning_rate=0.01,...] [--seeds=0,1,2]
+        [--epochs=N] [--set=key=value ...]
 
-Trains every (variant, seed) of ``fptflite.tasks.ablation`` with the one ``Trainer`` in
+Trains every (arm, seed) of ``fptflite.tasks.ablation`` with the one ``Trainer`` in
 DIR/runs/, resumes a killed study, never retrains a finished run, and writes ablation.json,
 ablation.md and convergence.png into --out_dir; prints the table and the verdicts.
 """
@@ -19,7 +20,10 @@ _OUT = cli.flag("out_dir")
 _BUDGET = flags.DEFINE_float("budget_minutes", None, "The study should fit this; a seed "
                              "round starts only if its estimated cost fits (default: no limit).")
 _RECIPE = flags.DEFINE_string("recipe", "demo", "Base config (fptflite.tasks.configs).")
-_VARIANTS = flags.DEFINE_list("variants", list(ablation.VARIANTS), "Variants to train.")
+_VARIANTS = flags.DEFINE_list(
+    "variants", list(ablation.DEFAULT_ARMS), "Arms to train: a variant "
+    f"({', '.join(ablation.VARIANTS)}), optionally with its own config overrides, "
+    "variant:key=value[:key=value] (e.g. fasterpose_rce:learning_rate=0.01:epochs=68).")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Training seeds (initial weights, data "
                            "order), run in this order while the budget lasts.")
 _EPOCHS = cli.flag("epochs")

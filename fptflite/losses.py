@@ -1,5 +1,10 @@
 """Heatmap losses: regressive cross-entropy (FasterPose) and weighted MSE (SimpleBaseline).
 
+Three losses are registered by name (``loss_for``): "rce" (RCE on the logits of a sigmoid
+output), "mse" (MSE of a linear output) and "sigmoid_mse" (MSE of a sigmoid output's
+probabilities: the sigmoid without the cross-entropy, which the loss study uses to tell the
+two apart).
+
 Per-keypoint weights (visibility) enter as Keras ``sample_weight`` of shape [N, 1, 1, K]
 (the training pipeline yields them so); [N, K] is accepted and reshaped. Both losses return
 the weighted mean over N, H, W and K: sum(w * l) / (N * H * W * K), so a keypoint with
@@ -99,12 +104,13 @@ class WeightedMSE(_HeatmapLoss):
 
 
 # The output activation each loss trains: RCE takes the logits of a sigmoid output, MSE
-# regresses a linear output.
-OUTPUT_ACTIVATIONS = {"rce": "sigmoid", "mse": "linear"}
+# regresses a linear output, sigmoid_mse regresses a sigmoid output's probabilities.
+OUTPUT_ACTIVATIONS = {"rce": "sigmoid", "mse": "linear", "sigmoid_mse": "sigmoid"}
 
 
 def check_loss_name(name: str) -> str:
-    """Returns ``name`` if it is a known loss ("rce" or "mse"), else raises a ValueError."""
+    """Returns ``name`` if it is a known loss (a key of ``OUTPUT_ACTIVATIONS``), else raises a
+    ValueError naming the known ones."""
     if name not in OUTPUT_ACTIVATIONS:
         raise ValueError(f"unknown loss {name!r}; choose one of {sorted(OUTPUT_ACTIVATIONS)}")
     return name
@@ -112,8 +118,8 @@ def check_loss_name(name: str) -> str:
 
 def loss_for(name: str) -> keras.losses.Loss:
     """The loss called ``name``: "rce" is RCE from logits (train it on
-    ``fptflite.models.heatmap_logits_model(model)`` of a sigmoid-output model), "mse" the
-    weighted MSE of a linear output."""
+    ``fptflite.models.heatmap_logits_model(model)`` of a sigmoid-output model), "mse" and
+    "sigmoid_mse" the weighted MSE of the model's output (linear or sigmoid)."""
     if check_loss_name(name) == "rce":
         return RegressiveCrossEntropy(from_logits=True)
     return WeightedMSE()

@@ -8,17 +8,22 @@ import numpy as np
 import pytest
 import tf_keras as keras
 
+from fptflite import codec, losses
+from fptflite.evaluation import coco_eval
 from fptflite.models import count_macs, heatmap_logits_model
 from fptflite.tasks import ablation, configs, trainer
 
 # A study small enough for a test: 64x64 input, 24 + 6 synthetic images, 2 epochs.
 TINY = ("input_size=[64,64]", "neck_channels=16", "batch_size_per_replica=8",
         "eval_flip_test=false", "data.synthetic_num_train=24", "data.synthetic_num_val=6")
-RUN_KEYS = {"variant", "seed", "model", "head", "loss", "output_activation", "feature_stride",
-            "neck_channels", "epochs", "model_dir", "curve", "final_ap", "best_ap", "params",
-            "macs", "int8_ap", "int8_ms", "train_s", "int8_s", "run_s", "resumed", "config"}
+RUN_KEYS = {"arm", "learning_rate", "final_ar", "kp_error", "pck", "ap_constant_score",
+            "flip_logits_ap", "variant", "seed", "model", "head", "loss", "output_activation",
+            "feature_stride", "neck_channels", "epochs", "model_dir", "curve", "final_ap",
+            "best_ap", "params", "macs", "int8_ap", "int8_ms", "train_s", "int8_s", "run_s",
+            "resumed", "config"}
 RESULT_KEYS = {"recipe", "variants", "seeds", "budget_minutes", "seeds_per_variant", "stopped",
-               "cost_estimates", "runs", "summary", "int8_ms_side_by_side", "verdicts",
+               "cost_estimates", "runs", "summary", "learning_rate_sweeps", "comparisons",
+               "int8_ms_side_by_side", "verdicts",
                "session_s"}
 
 
@@ -42,7 +47,8 @@ def test_default_recipe_is_the_demo_head():
     ("fasterpose_rce", "fasterpose_mnv2_050", "sigmoid", 16, 16),
     ("fasterpose_mse", "fasterpose_mnv2_050", "linear", 16, 16),
     ("simplebaseline_mse", "simplebaseline_mnv2_050", "linear", 32, 0),
-    ("simplebaseline_rce", "simplebaseline_mnv2_050", "sigmoid", 32, 0)])
+    ("simplebaseline_rce", "simplebaseline_mnv2_050", "sigmoid", 32, 0),
+    ("fasterpose_sigmoid_mse", "fasterpose_mnv2_050", "sigmoid", 16, 16)])
 def test_variant_configs_build_the_intended_models(tmp_path, variant, model, activation,
                                                    stride, neck):
     recipe = ablation.recipe_config(_options(tmp_path))
@@ -57,8 +63,8 @@ def test_variant_configs_build_the_intended_models(tmp_path, variant, model, act
     assert net.layers[-1].name == "heatmaps" and net.output_shape == (None, 16, 16, 17)
     conv = net.get_layer("heatmaps" if variant == "simplebaseline_mse" else "head_conv")
     if activation == "sigmoid":
-        # Mean of a sigma-2 Gaussian (sum 2 pi sigma^2) over the zoo's 64x48 prior heatmap.
-        p = 2 * np.pi * cfg.sigma**2 / (64 * 48)
+        # Mean of a sigma-2 Gaussian (sum 2 pi sigma^2) over the model's own 16x16 heatmap.
+        p = 2 * np.pi * cfg.sigma**2 / (16 * 16)
         np.testing.assert_allclose(conv.bias.numpy(), np.log(p / (1 - p)), rtol=1e-6)
         assert heatmap_logits_model(net).output_shape == (None, 16, 16, 17)  # RCE trains it
     else:
@@ -76,6 +82,92 @@ def test_unknown_variant_and_recipe_errors(tmp_path):
     assert not os.listdir(tmp_path)  # refused before writing anything
 
 
+def test_arms_are_canonical_and_bad_arms_are_refused_before_anything_is_written(tmp_path):
+    arm = ablation.parse_arm("fasterpose_rce:learning_rate=1e-2:epochs=68")
+    assert arm.name == "fasterpose_rce:learning_rate=0.01:epochs=68" and not arm.is_sweep_point
+    assert ablation.parse_arm("fasterpose_mse:learning_rate=0.0025").is_sweep_point
+    assert ablation.run_dir("/o", "fasterpose_rce:learning_rate=1e-2", 2) == os.path.join(
+        "/o", "runs", "fasterpose_rce+learning_rate=0.01_seed2")
+    recipe = ablation.recipe_config(_options(tmp_path))
+    cfg = ablation.variant_config(recipe, "fasterpose_rce:learning_rate=0.02:epochs=4", 1)
+    assert (cfg.learning_rate, cfg.epochs, cfg.seed, cfg.loss) == (0.02, 4, 1, "rce")
+    for bad, message in (
+            ("fasterpose_rce:learning_rate=0", r"learning_rate=0'.*must be > 0"),
+            ("fasterpose_rce:learning_rate=-1e-3", "must be > 0"),
+            ("fasterpose_rce:loss=bce", "unknown loss 'bce'"),
+            ("fasterpose_rce:epochs", "'epochs' is not key=value"),
+            ("fasterpose_rce:lr=0.1", "unknown config key 'lr'")):
+        with pytest.raises(ValueError, match=message):
+            ablation.run(_options(tmp_path, variants=("fasterpose_mse", bad)))
+    assert not os.listdir(tmp_path)
+
+
+def test_output_bias_override_and_sigmoid_mse_trains_the_probabilities(tmp_path):
+    recipe = ablation.recipe_config(_options(tmp_path))
+    cfg = ablation.variant_config(recipe, "fasterpose_rce:output_bias=-4.8", 0)
+    net = trainer.build_training_model(cfg)
+    np.testing.assert_array_equal(net.get_layer("head_conv").bias.numpy(), np.float32(-4.8))
+    cfg = ablation.variant_config(recipe, "fasterpose_sigmoid_mse", 0)
+    assert (cfg.loss, cfg.output_activation) == ("sigmoid_mse", "sigmoid")
+    loss = losses.loss_for(cfg.loss)
+    assert isinstance(loss, losses.WeightedMSE)  # on the probabilities, not the logits
+    keras.backend.clear_session()
+
+
+def test_logit_flip_predictor_averages_logits():
+    # A sigmoid model whose heatmaps vary over the crop: one random 3x3 conv (logits within
+    # about +-5, where float32 probabilities still give the logits back).
+    image = keras.Input((16, 16, 3))
+    z = keras.layers.Conv2D(17, 3, padding="same", kernel_initializer=keras.initializers
+                            .RandomNormal(stddev=0.002, seed=1))(image)
+    net = keras.Model(image, keras.layers.Activation("sigmoid", name="heatmaps")(z))
+    images = np.random.default_rng(0).uniform(0, 255, (2, 16, 16, 3)).astype(np.float32)
+    p = net.predict(images, verbose=0).astype(np.float64)
+    p_flipped = net.predict(images[:, :, ::-1], verbose=0).astype(np.float64)
+    logit = lambda q: np.log(q / (1 - q))  # noqa: E731
+    expected = 1 / (1 + np.exp(-0.5 * (logit(p) + logit(codec.flip_heatmaps(p_flipped)))))
+    got = ablation.logit_flip_predictor(net)(images, np.arange(2))
+    np.testing.assert_allclose(got, expected, atol=2e-6)
+    # It differs from averaging probabilities wherever the two views disagree.
+    prob_avg = 0.5 * (p + codec.flip_heatmaps(p_flipped))
+    assert np.abs(got - prob_avg).max() > 1e-2
+    keras.backend.clear_session()
+
+
+def test_learning_rate_sweep_picks_each_losss_best_rate_and_claims_pair_them():
+    def rec(arm, seed, ap, kp, lr):
+        return {"arm": arm, "variant": arm.split(":")[0], "seed": seed, "final_ap": ap,
+                "kp_error": kp, "epochs": 4, "learning_rate": lr,
+                "curve": [{"epoch": 4, "ap": ap}]}
+
+    records = [rec("fasterpose_rce", 0, 0.50, 2.0, 5e-3),
+               rec("fasterpose_rce:learning_rate=0.01", 0, 0.56, 1.5, 1e-2),
+               rec("fasterpose_rce:learning_rate=0.01", 1, 0.58, 1.4, 1e-2),
+               rec("fasterpose_rce:learning_rate=0.02", 0, 0.54, 1.6, 2e-2),
+               rec("fasterpose_mse:learning_rate=0.0025", 0, 0.57, 1.2, 2.5e-3),
+               rec("fasterpose_mse", 0, 0.60, 1.0, 5e-3),
+               rec("fasterpose_mse", 1, 0.59, 1.1, 5e-3),
+               rec("fasterpose_rce:learning_rate=0.01:epochs=68", 0, 0.61, 0.9, 1e-2),
+               rec("fasterpose_sigmoid_mse:learning_rate=0.01", 0, 0.40, 3.0, 1e-2)]
+    sweeps = ablation.learning_rate_sweeps(records)
+    assert sweeps["fasterpose_rce"]["chosen"] == "fasterpose_rce:learning_rate=0.01"
+    assert [r["learning_rate"] for r in sweeps["fasterpose_rce"]["rows"]] == [5e-3, 1e-2, 2e-2]
+    assert sweeps["fasterpose_mse"]["chosen"] == "fasterpose_mse"
+    a = ablation.verdicts(records)["a"]
+    assert a["variants"] == ["fasterpose_rce:learning_rate=0.01", "fasterpose_mse"]
+    assert np.allclose(a["final_ap_difference"]["per_seed"], [-0.04, -0.01])
+    assert np.allclose(a["kp_error_difference"]["per_seed"], [0.5, 0.3])
+    comparisons = {(c["arm"], c["baseline"]): c for c in ablation.comparisons(records)}
+    assert set(comparisons) == {
+        ("fasterpose_rce:learning_rate=0.01:epochs=68", "fasterpose_rce:learning_rate=0.01"),
+        ("fasterpose_sigmoid_mse:learning_rate=0.01", "fasterpose_rce:learning_rate=0.01"),
+        ("fasterpose_sigmoid_mse:learning_rate=0.01", "fasterpose_mse")}
+    longer = comparisons[("fasterpose_rce:learning_rate=0.01:epochs=68",
+                          "fasterpose_rce:learning_rate=0.01")]
+    assert np.allclose(longer["final_ap_difference"]["per_seed"], [0.05])
+    assert np.allclose(longer["kp_error_difference"]["per_seed"], [-0.6])
+
+
 def test_budget_too_small_for_one_epoch_and_run_estimates(tmp_path):
     with pytest.raises(ValueError, match="too small for one epoch of any variant"):
         ablation.check_budget(30.0, {"fasterpose_rce": 40.0, "simplebaseline_mse": 90.0})
@@ -86,8 +178,9 @@ def test_budget_too_small_for_one_epoch_and_run_estimates(tmp_path):
     cost = ablation.Cost(setup_s=10.0, epoch_s=5.0, eval_s=2.0, int8_s=7.0)
     assert cost.one_epoch_s() == 17.0
     assert ablation.estimate_run_s(cfg, [], cost, str(tmp_path)) == 10 + 8 * 5 + 4 * 2 + 7
-    measured = [{"run_s": 50.0, "resumed": False}, {"run_s": 70.0, "resumed": False},
-                {"run_s": 5.0, "resumed": True}]  # a resumed run's time is partial: unused
+    measured = [{"run_s": 50.0, "resumed": False, "epochs": 8},
+                {"run_s": 35.0, "resumed": False, "epochs": 4},  # 8.75 s per epoch, as 70 / 8
+                {"run_s": 5.0, "resumed": True, "epochs": 8}]  # a resumed run's is partial
     assert ablation.estimate_run_s(cfg, measured, cost, str(tmp_path)) == 60.0
     # A killed run that evaluated 6 of its 8 epochs has a quarter left.
     with open(tmp_path / "eval_history.json", "w") as f:
@@ -161,6 +254,14 @@ def test_tiny_study_schema_and_curves_from_the_runs(study):
         steps = r["curve"][0]["step"]
         assert steps > 0 and r["curve"][1]["step"] == 2 * steps
         assert r["curve"][-1]["ap"] == final["AP"] == r["final_ap"]
+        assert r["curve"][-1]["kp_error"] == final["kp_error"] == r["kp_error"] > 0
+        assert (r["final_ar"], r["pck"]) == (final["AR"], final["PCK"])
+        # AP with constant person scores: the last evaluation's results rescored by hand.
+        with open(model_dir / "eval" / "keypoints_results.json") as f:
+            results = [{**x, "score": 1.0} for x in json.load(f)]
+        assert r["ap_constant_score"] == coco_eval.run_cocoeval(
+            str(out / "data" / "annotations" / "person_keypoints_val.json"), results)["AP"]
+        assert r["flip_logits_ap"] is None  # no flip test in this tiny study
         assert r["best_ap"] == final["best_AP"] == max(p["ap"] for p in r["curve"])
         net = keras.models.load_model(str(model_dir / "final.keras"), compile=False)
         assert (r["params"], r["macs"]) == (net.count_params(), count_macs(net))

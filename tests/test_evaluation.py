@@ -123,6 +123,27 @@ def _content_predictor(inst, size, shift_px):
     return predict
 
 
+def test_keypoint_error_and_pck_worked_by_hand():
+    # Crop of a 200x200 box centred at (100, 100) into 100x100: image px / 2 - 0.5 + 0.5...
+    # crop = (x - 100) / 2 + 49.5. Ground truth at (100, 100) -> crop (49.5, 49.5).
+    kps = np.zeros((17, 3))
+    kps[0] = (100, 100, 2)
+    kps[1] = (120, 80, 1)  # -> crop (59.5, 39.5)
+    inst = coco.PersonInstance(1, "x.jpg", np.array([100.0, 100.0]),
+                               np.array([200.0, 200.0]), kps, ann_id=7)
+    detection = coco.PersonInstance(1, "x.jpg", np.array([100.0, 100.0]),
+                                    np.array([200.0, 200.0]), np.zeros((17, 3)))
+    pred = np.zeros((2, 17, 2))
+    pred[0, 0] = (52.5, 53.5)  # 3-4-5: error 5 px
+    pred[0, 1] = (59.5, 41.5)  # error 2 px
+    stats = coco_eval.keypoint_accuracy([inst, detection], pred, (100, 100))
+    # Mean of 5 and 2; PCK threshold 0.05 * 100 = 5 px: both within (<=).
+    assert stats == {"kp_error": 3.5, "PCK": 1.0}
+    pred[0, 0] = (52.5, 53.6)  # just beyond 5 px
+    assert coco_eval.keypoint_accuracy([inst], pred[:1], (100, 100))["PCK"] == 0.5
+    assert coco_eval.keypoint_accuracy([detection], pred[1:], (100, 100)) == {}
+
+
 def test_flip_test_averages_the_mirrored_view(synthetic_data):
     """Flip test mirrors the crop, maps the heatmaps back with pairs swapped and averages:
     a bias of +4 px in the model's own view becomes -4 px after the flip and cancels."""

@@ -114,9 +114,9 @@ def test_output_activation_and_initial_bias(name, activation, sigma):
     if expected == "sigmoid":
         assert isinstance(out, keras.layers.Activation)
         assert out.activation is keras.activations.sigmoid
-        # The Gaussian target (peak 1) sums to 2 pi sigma^2: its mean over the zoo's prior
-        # heatmap (64x48, the paper's 256x192 input, for every input size).
-        p = 2 * np.pi * sigma**2 / (64 * 48)
+        # The Gaussian target (peak 1) sums to 2 pi sigma^2: its mean over the model's own
+        # 16x8 heatmap (the 64x32 input at stride 4).
+        p = 2 * np.pi * sigma**2 / (16 * 8)
         bias = np.log(p / (1 - p))
     else:
         assert not any(getattr(layer, "activation", None) is keras.activations.sigmoid

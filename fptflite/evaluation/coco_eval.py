@@ -30,6 +30,10 @@ Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
 BatchCallback = Callable[[np.ndarray, Mapping[str, np.ndarray]], None]
 RESULTS_FILE = "keypoints_results.json"
 STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
+# Keypoint accuracy beside AP (``keypoint_accuracy``): where keypoints land, whatever the
+# person scores that rank them. PCK counts a keypoint within PCK_THRESHOLD of the crop height.
+KEYPOINT_STAT_NAMES = ("kp_error", "PCK")
+PCK_THRESHOLD = 0.05
 
 
 def predict_heatmaps(predictor: Predictor, images: np.ndarray, indices: np.ndarray,
@@ -196,8 +200,10 @@ def run_cocoeval(ann_file: str, results: list[dict]) -> dict[str, float]:
 
 
 def format_stats(stats: dict[str, float], title: str = "") -> str:
-    head = " | ".join(f"{k:>6}" for k in STAT_NAMES)
-    vals = " | ".join(f"{stats[k]:6.3f}" for k in STAT_NAMES)
+    """The COCO table, with the keypoint error (crop px) and PCK where ``stats`` has them."""
+    names = STAT_NAMES + tuple(k for k in KEYPOINT_STAT_NAMES if k in stats)
+    head = " | ".join(f"{k:>6}" for k in names)
+    vals = " | ".join(f"{stats[k]:6.3f}" for k in names)
     return (f"{title}\n" if title else "") + f"| {head} |\n| {vals} |"
 
 
@@ -237,7 +243,41 @@ def evaluate(
     """
     pred = predict_instances(predictor, instances, input_size, batch_size, flip_test, decode,
                              progress)
-    return score_predictions(instances, pred, ann_file, out_dir), pred
+    stats = score_predictions(instances, pred, ann_file, out_dir)
+    return {**stats, **keypoint_accuracy(instances, pred["crop_coords"], input_size)}, pred
+
+
+def keypoint_accuracy(instances: Sequence[PersonInstance], crop_coords: np.ndarray,
+                      input_size: Sequence[int]) -> dict[str, float]:
+    """Mean keypoint error and PCK on the crops of ground-truth persons.
+
+    Each labelled keypoint (v > 0) of a ground-truth instance (``ann_id >= 0``) is mapped into
+    its crop and compared with the prediction there; detections (no ground truth) are skipped.
+
+    Args:
+        instances: the N evaluated persons.
+        crop_coords: [N, K, 2] predicted keypoints in crop pixels.
+        input_size: (H, W) of the crop.
+
+    Returns:
+        {"kp_error": mean distance in crop pixels, "PCK": share within PCK_THRESHOLD * H};
+        {} when no instance has a labelled keypoint.
+    """
+    errors = []
+    for inst, pred_xy in zip(instances, crop_coords, strict=True):
+        if inst.ann_id < 0:
+            continue
+        visible = inst.keypoints[:, 2] > 0
+        if not visible.any():
+            continue
+        matrix = geometry.crop_matrix(inst.center, inst.size, input_size)
+        gt_xy = geometry.apply_affine(matrix, inst.keypoints[visible, :2])
+        errors.append(np.linalg.norm(pred_xy[visible] - gt_xy, axis=1))
+    if not errors:
+        return {}
+    d = np.concatenate(errors)
+    return {"kp_error": float(d.mean()),
+            "PCK": float((d <= PCK_THRESHOLD * input_size[0]).mean())}
 
 
 def keras_predictor(model) -> Predictor:

@@ -104,6 +104,7 @@ def build_model(
     bn_momentum: float = 0.99,
     output_activation: str | None = None,
     target_sigma: float = 2.0,
+    output_bias: float | None = None,
 ) -> keras.Model:
     """Builds a zoo model.
 
@@ -123,8 +124,9 @@ def build_model(
         output_activation: "sigmoid" (probabilities, trained with RCE on their logits) or
             "linear" (trained with MSE); None: the head's default (``ZooEntry``).
         target_sigma: sigma (heatmap pixels) of the Gaussian targets the model will be
-            trained on; a sigmoid output's bias starts at the logit of their mean
-            (``codec.mean_target_logit``), a linear output's at 0.
+            trained on; a sigmoid output's bias starts at the logit of their mean on this
+            model's own heatmap (``codec.mean_target_logit``), a linear output's at 0.
+        output_bias: where the output conv's bias starts instead (None: as above).
 
     Returns:
         A functional keras.Model: input "image" [N, H, W, 3] float RGB pixels in [0, 255],
@@ -137,7 +139,9 @@ def build_model(
     h, w = _check_input_size(input_size)
     activation = _check_head_args(entry, num_keypoints, feature_stride, neck_channels,
                                   bn_momentum, output_activation)
-    bias = initial_output_bias(activation, target_sigma, PRIOR_HEATMAP_HW)
+    heatmap_hw = (h // HEATMAP_STRIDE, w // HEATMAP_STRIDE)
+    bias = (initial_output_bias(activation, target_sigma, heatmap_hw) if output_bias is None
+            else float(output_bias))
     image = keras.Input((h, w, 3), name="image")
     features = build_backbone(entry.backbone, image, feature_stride, backbone_weights)
     if entry.head == "fasterpose":
@@ -153,17 +157,12 @@ def build_model(
     return model
 
 
-# The sigmoid prior is the mean target of the paper's 256x192 input (64x48 heatmaps), for every
-# input size: the start every model so far was trained from. (At 128x128 the mean target of
-# the real 32x32 heatmap would start the bias at -3.68 instead of -4.80.)
-PRIOR_HEATMAP_HW = (64, 48)
-
-
 def initial_output_bias(output_activation: str, target_sigma: float,
                         heatmap_hw: Sequence[int]) -> float:
-    """Where the output conv's bias starts, in every head: the logit of the mean target for
-    a sigmoid output (each loss starts from its neutral prediction instead of unlearning
-    p = 0.5 everywhere), 0 for a linear one."""
+    """Where the output conv's bias starts, in every head: the logit of the mean target of an
+    [H, W] = ``heatmap_hw`` heatmap for a sigmoid output (each loss starts from its neutral
+    prediction instead of unlearning p = 0.5 everywhere; -3.68 at 32x32, -4.80 at 64x48), 0
+    for a linear one."""
     if output_activation == "sigmoid":
         return mean_target_logit(target_sigma, heatmap_hw)
     return 0.0

@@ -43,9 +43,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import tf_keras as keras
 
+from fptflite import codec
 from fptflite.data import datasets
-from fptflite.evaluation import student_t
-from fptflite.models import MODELS, count_macs, get_entry
+from fptflite.evaluation import coco_eval, student_t
+from fptflite.models import MODELS, count_macs, get_entry, heatmap_logits_model
+from fptflite.rundir import EVAL_DIR
 from fptflite.tasks import configs, trainer
 from fptflite.tasks.configs import TrainConfig
 from fptflite.tflite import benchmark, convert, runner
@@ -78,7 +80,10 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("fasterpose_mse", "fasterpose", "mse"),
     Variant("simplebaseline_mse", "simplebaseline", "mse"),
     Variant("simplebaseline_rce", "simplebaseline", "rce"),
+    Variant("fasterpose_sigmoid_mse", "fasterpose", "sigmoid_mse"),
 )}
+# The arms a study trains when none are given: the two claims' four variants.
+DEFAULT_ARMS = ("fasterpose_rce", "fasterpose_mse", "simplebaseline_mse", "simplebaseline_rce")
 # Claim -> (variant a, variant b): the paired differences are a - b.
 CLAIMS = {"a": ("fasterpose_rce", "fasterpose_mse"),
           "b": ("fasterpose_rce", "simplebaseline_mse")}
@@ -91,6 +96,64 @@ def get_variant(name: str) -> Variant:
     return VARIANTS[name]
 
 
+# An arm is a variant with config overrides of its own, spelled "variant[:key=value...]"
+# (e.g. "fasterpose_rce:learning_rate=0.01:epochs=68"); the plain variant name is the arm
+# with the recipe's settings. Its runs live in OUT/runs/<arm, ':' -> '+'>_seed<k>/.
+ARM_SEPARATOR = ":"
+DIR_SEPARATOR = "+"
+SWEPT_KEY = "learning_rate"  # arms differing only in it form a variant's learning-rate sweep
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    """One trained configuration of the study: a variant and its own overrides.
+
+    Attributes:
+        name: the canonical spelling "variant[:key=value...]" (JSON values re-printed, so
+            1e-2 and 0.01 name one arm).
+        variant: the ``Variant`` it derives from.
+        overrides: its "key=value" overrides of the recipe, in order.
+    """
+
+    name: str
+    variant: Variant
+    overrides: tuple[str, ...]
+
+    @property
+    def override_keys(self) -> tuple[str, ...]:
+        return tuple(o.partition("=")[0] for o in self.overrides)
+
+    @property
+    def is_sweep_point(self) -> bool:
+        """True when the arm only sets the swept learning rate (or nothing)."""
+        return set(self.override_keys) <= {SWEPT_KEY}
+
+
+def _canonical_value(raw: str) -> str:
+    try:
+        return json.dumps(json.loads(raw))
+    except json.JSONDecodeError:
+        return raw
+
+
+def parse_arm(spec: str) -> Arm:
+    """The arm spelled ``spec``; a ValueError naming the spec when its variant is unknown or
+    an override is not key=value (the overrides' keys and values are checked when the arm's
+    config is built, ``variant_config``)."""
+    head, *items = [p.strip() for p in spec.strip().split(ARM_SEPARATOR)]
+    variant = get_variant(head)
+    overrides = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"ablation arm {spec!r}: override {item!r} is not key=value")
+        overrides.append(f"{key.strip()}={_canonical_value(value.strip())}")
+    name = ARM_SEPARATOR.join([head, *overrides])
+    if DIR_SEPARATOR in name or os.sep in name:
+        raise ValueError(f"ablation arm {spec!r} may not contain {DIR_SEPARATOR!r} or {os.sep!r}")
+    return Arm(name, variant, tuple(overrides))
+
+
 @dataclasses.dataclass(frozen=True)
 class AblationOptions:
     """What to run.
@@ -98,7 +161,8 @@ class AblationOptions:
     Attributes:
         out_dir: results, ``runs/`` and (by default) the generated data go here.
         recipe: the base config's name (``fptflite.tasks.configs.CONFIGS``).
-        variants: names of ``VARIANTS`` to train.
+        variants: the arms to train: ``VARIANTS`` names, optionally with overrides
+            ("variant:key=value...", ``parse_arm``).
         seeds: training seeds; each variant trains once per seed while the budget lasts.
         epochs: replaces the recipe's epochs (None: the recipe's).
         budget_minutes: the whole study should fit this (None: no limit).
@@ -111,7 +175,7 @@ class AblationOptions:
 
     out_dir: str
     recipe: str = "demo"
-    variants: tuple[str, ...] = tuple(VARIANTS)
+    variants: tuple[str, ...] = DEFAULT_ARMS
     seeds: tuple[int, ...] = (0, 1, 2)
     epochs: int | None = None
     budget_minutes: float | None = None
@@ -145,19 +209,26 @@ def zoo_model(head: str, backbone: str) -> str:
     return names[0]
 
 
-def variant_config(recipe: TrainConfig, variant: str, seed: int) -> TrainConfig:
-    """The config of one run: the recipe with the variant's model and loss and ``seed``.
+def variant_config(recipe: TrainConfig, arm: str, seed: int) -> TrainConfig:
+    """The config of one run: the recipe with the arm's model, loss and overrides and ``seed``.
 
     FasterPose keeps the recipe's features (stride, neck) when the recipe is a FasterPose
-    config (else stride 32, no neck); SimpleBaseline takes stride-32 features, no neck.
+    config (else stride 32, no neck); SimpleBaseline takes stride-32 features, no neck. An
+    arm's overrides apply last (a ValueError naming the arm when one is invalid: an unknown
+    key or loss, a learning rate <= 0).
     """
-    v = get_variant(variant)
+    a = parse_arm(arm)
+    v = a.variant
     stride, neck = 32, 0
     if v.head == "fasterpose" and recipe.head == "fasterpose":
         stride, neck = recipe.feature_stride, recipe.neck_channels
     model = zoo_model(v.head, get_entry(recipe.model).backbone)
-    return dataclasses.replace(recipe, model=model, loss=v.loss, seed=int(seed),
-                               feature_stride=stride, neck_channels=neck).validate()
+    cfg = dataclasses.replace(recipe, model=model, loss=v.loss, seed=int(seed),
+                              feature_stride=stride, neck_channels=neck)
+    try:
+        return configs.apply_overrides(cfg, list(a.overrides)).validate()
+    except ValueError as e:
+        raise ValueError(f"ablation arm {arm!r}: {e}") from None
 
 
 def portable(cfg: TrainConfig) -> dict:
@@ -168,8 +239,10 @@ def portable(cfg: TrainConfig) -> dict:
     return d
 
 
-def run_dir(out_dir: str, variant: str, seed: int) -> str:
-    return os.path.join(out_dir, "runs", f"{variant}_seed{seed}")
+def run_dir(out_dir: str, arm: str, seed: int) -> str:
+    """OUT/runs/<arm with ':' as '+'>_seed<seed>."""
+    name = parse_arm(arm).name.replace(ARM_SEPARATOR, DIR_SEPARATOR)
+    return os.path.join(out_dir, "runs", f"{name}_seed{seed}")
 
 
 def eval_epochs(cfg: TrainConfig) -> list[int]:
@@ -236,10 +309,11 @@ def check_budget(budget_s: float, one_epoch_s: dict[str, float]) -> None:
 
 def estimate_run_s(cfg: TrainConfig, records: list[dict], cost: Cost | None,
                    model_dir: str) -> float:
-    """Seconds the rest of a run should take: its variant's mean measured run (records not
-    resumed), else ``cost``; scaled by the share of epochs a killed run has left."""
-    measured = [r["run_s"] for r in records if not r["resumed"]]
-    full = float(np.mean(measured)) if measured else cost.run_s(cfg)
+    """Seconds the rest of a run should take: its variant's mean measured seconds per epoch
+    (records not resumed) times its epochs, else ``cost``; scaled by the share of epochs a
+    killed run has left."""
+    measured = [r["run_s"] / r["epochs"] for r in records if not r["resumed"]]
+    full = float(np.mean(measured)) * cfg.epochs if measured else cost.run_s(cfg)
     history = trainer.read_eval_history(model_dir)
     done = history[-1]["epoch"] if history else 0
     return full * (1.0 - done / cfg.epochs)
@@ -266,14 +340,58 @@ def int8_figures(model: keras.Model, cfg: TrainConfig, t: trainer.Trainer, path:
 
 
 def curve_of(model_dir: str, cfg: TrainConfig) -> list[dict]:
-    """The run's AP curve from its ``eval_history.json``: [{"epoch", "step", "ap"}]."""
+    """The run's curve from its ``eval_history.json``: [{"epoch", "step", "ap", "kp_error"}]
+    (kp_error: mean keypoint error in crop pixels, None where the evaluation had none)."""
     metric = trainer.metric_of(cfg)
-    return [{"epoch": h["epoch"], "step": h["step"], "ap": metric.value(h)}
-            for h in trainer.read_eval_history(model_dir)]
+    return [{"epoch": h["epoch"], "step": h["step"], "ap": metric.value(h),
+             "kp_error": h.get("kp_error")} for h in trainer.read_eval_history(model_dir)]
 
 
-def train_run(cfg: TrainConfig, variant: str, model_dir: str, opts: AblationOptions) -> dict:
-    """Trains (or resumes) one run, measures its int8 file; writes and returns its record."""
+def logit_flip_predictor(model: keras.Model) -> coco_eval.Predictor:
+    """Flip test that averages a sigmoid model's logits (then applies the sigmoid) instead of
+    its probabilities: heatmaps [B, h, w, K] of crops [B, H, W, 3]; evaluate it with
+    ``flip_test=False``."""
+    logits = coco_eval.keras_predictor(heatmap_logits_model(model))
+
+    def predict(images: np.ndarray, indices: np.ndarray) -> np.ndarray:
+        z = logits(images, indices)
+        z_flipped = codec.flip_heatmaps(logits(np.ascontiguousarray(images[:, :, ::-1]),
+                                               indices))
+        return 1.0 / (1.0 + np.exp(-0.5 * (z + z_flipped)))
+
+    return predict
+
+
+def constant_score_ap(model_dir: str, ann_file: str) -> float:
+    """COCO AP of the run's last evaluation with every person scored 1: AP without the
+    ranking of persons by their keypoint scores (the results keep their order)."""
+    with open(os.path.join(model_dir, EVAL_DIR, coco_eval.RESULTS_FILE)) as f:
+        results = [{**r, "score": 1.0} for r in json.load(f)]
+    return coco_eval.run_cocoeval(ann_file, results)["AP"]
+
+
+def diagnostics(model: keras.Model, cfg: TrainConfig, t: trainer.Trainer, model_dir: str,
+                final: dict) -> dict:
+    """What AP hides, for a COCO run: AR, AP with constant person scores, keypoint error
+    (crop px) and PCK of the final evaluation; for a sigmoid output with flip test, the AP of
+    the flip test averaged on logits. None for figures a run does not have."""
+    out = {"final_ar": final.get("AR"), "kp_error": final.get("kp_error"),
+           "pck": final.get("PCK"), "ap_constant_score": None, "flip_logits_ap": None}
+    if trainer.metric_of(cfg).name != "AP":
+        return out
+    ann_file = t.data.paths["val_ann"]
+    out["ap_constant_score"] = constant_score_ap(model_dir, ann_file)
+    if cfg.output_activation == "sigmoid" and cfg.eval_flip_test:
+        stats, _ = coco_eval.evaluate(logit_flip_predictor(model), t.data.val_instances,
+                                      ann_file, cfg.input_size, None, cfg.eval_batch_size,
+                                      False, cfg.eval_decode, False)
+        out["flip_logits_ap"] = stats["AP"]
+    return out
+
+
+def train_run(cfg: TrainConfig, arm: str, model_dir: str, opts: AblationOptions) -> dict:
+    """Trains (or resumes) one run, measures what AP hides and its int8 file; writes and
+    returns its record."""
     t0 = time.perf_counter()
     resumed = os.path.isdir(os.path.join(model_dir, "checkpoints"))
     t = trainer.Trainer(cfg, model_dir)
@@ -282,15 +400,17 @@ def train_run(cfg: TrainConfig, variant: str, model_dir: str, opts: AblationOpti
     with open(os.path.join(model_dir, "final_metrics.json")) as f:
         final = json.load(f)
     metric = trainer.metric_of(cfg)
+    extra = diagnostics(result.model, cfg, t, model_dir, final)
     t1 = time.perf_counter()
     int8 = int8_figures(result.model, cfg, t, os.path.join(model_dir, INT8_FILE), opts)
-    v = get_variant(variant)
+    a = parse_arm(arm)
     record = {
-        "variant": variant, "seed": cfg.seed, "model": cfg.model, "head": v.head,
-        "loss": v.loss, "output_activation": cfg.output_activation,
+        "arm": a.name, "variant": a.variant.name, "seed": cfg.seed, "model": cfg.model,
+        "head": a.variant.head, "loss": a.variant.loss,
+        "output_activation": cfg.output_activation, "learning_rate": cfg.learning_rate,
         "feature_stride": cfg.feature_stride, "neck_channels": cfg.neck_channels,
         "epochs": cfg.epochs, "model_dir": os.path.relpath(model_dir, opts.out_dir),
-        "curve": curve_of(model_dir, cfg), "final_ap": metric.value(final),
+        "curve": curve_of(model_dir, cfg), "final_ap": metric.value(final), **extra,
         "best_ap": float(final["best_AP"]), "params": int(result.model.count_params()),
         "macs": int(count_macs(result.model)), **int8, "train_s": round(train_s, 2),
         "int8_s": round(time.perf_counter() - t1, 2),
@@ -301,27 +421,49 @@ def train_run(cfg: TrainConfig, variant: str, model_dir: str, opts: AblationOpti
     return record
 
 
-_RUN_NAME = re.compile(r"^(?P<variant>.+)_seed(?P<seed>-?\d+)$")
+_RUN_NAME = re.compile(r"^(?P<arm>.+)_seed(?P<seed>-?\d+)$")
+
+
+def arm_order(arm: str) -> tuple:
+    """Sort key of arms: variant order, then the plain arm, then by overrides (numbers by
+    value, so learning rates ascend)."""
+    a = parse_arm(arm)
+
+    def value(o: str):
+        raw = o.partition("=")[2]
+        try:
+            return (0, float(raw), "")
+        except ValueError:
+            return (1, 0.0, raw)
+
+    return (list(VARIANTS).index(a.variant.name), len(a.overrides),
+            [(o.partition("=")[0], value(o)) for o in a.overrides])
 
 
 def load_records(out_dir: str, recipe: TrainConfig) -> list[dict]:
-    """The records of every finished run under ``out_dir/runs`` (sorted by variant order and
-    seed); a ValueError when one was trained from another recipe."""
+    """The records of every finished run under ``out_dir/runs`` (sorted by arm and seed); a
+    ValueError naming the record when one was trained from another recipe than the one its
+    arm and seed give."""
     folder = os.path.join(out_dir, "runs")
     records = []
     for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
         match, path = _RUN_NAME.match(name), os.path.join(folder, name, RUN_RECORD)
-        if not match or match["variant"] not in VARIANTS or not os.path.isfile(path):
+        if not match or not os.path.isfile(path):
             continue
+        arm = match["arm"].replace(DIR_SEPARATOR, ARM_SEPARATOR)
         with open(path) as f:
             record = json.load(f)
-        expected = portable(variant_config(recipe, match["variant"], int(match["seed"])))
+        try:
+            expected = portable(variant_config(recipe, arm, int(match["seed"])))
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}; use a new output dir") from None
         if record["config"] != expected:
-            raise ValueError(f"{path} was trained from another recipe than this study's; use a "
-                             "new output dir")
-        records.append(record)
-    order = list(VARIANTS)
-    return sorted(records, key=lambda r: (order.index(r["variant"]), r["seed"]))
+            diff = sorted(k for k in set(expected) | set(record["config"])
+                          if expected.get(k) != record["config"].get(k))
+            raise ValueError(f"{path} was trained from another recipe than this study's "
+                             f"(differing in {diff}); use a new output dir")
+        records.append({"arm": parse_arm(arm).name, **record})
+    return sorted(records, key=lambda r: (arm_order(r["arm"]), r["seed"]))
 
 
 def check_results_dir(out_dir: str, recipe_entry: dict) -> None:
@@ -354,20 +496,21 @@ def run(opts: AblationOptions, log: Callable[[str], None] = print) -> dict:
             results, or a budget too small for one epoch of any variant.
     """
     start = time.perf_counter()
-    for name in opts.variants:
-        get_variant(name)
     if not opts.variants or not opts.seeds:
         raise ValueError("the ablation needs at least one variant and one seed")
-    opts = dataclasses.replace(opts, variants=tuple(dict.fromkeys(opts.variants)),
-                               seeds=tuple(dict.fromkeys(int(s) for s in opts.seeds)))
+    opts = dataclasses.replace(
+        opts, variants=tuple(dict.fromkeys(parse_arm(v).name for v in opts.variants)),
+        seeds=tuple(dict.fromkeys(int(s) for s in opts.seeds)))
     recipe = recipe_config(opts)
+    for arm in opts.variants:  # every arm's config is valid before anything is written
+        variant_config(recipe, arm, opts.seeds[0])
     entry = {"name": opts.recipe, "config": portable(recipe)}
     check_results_dir(opts.out_dir, entry)
     records = load_records(opts.out_dir, recipe)
     state = {"recipe": entry, "options": opts, "costs": {}, "stopped": None, "start": start}
     write_outputs(opts.out_dir, build_result(records, state))
     budget_s = None if opts.budget_minutes is None else 60.0 * opts.budget_minutes
-    done = {(r["variant"], r["seed"]) for r in records}
+    done = {(r["arm"], r["seed"]) for r in records}
     todo = [(s, v) for s in opts.seeds for v in opts.variants if (v, s) not in done]
     if budget_s is not None and todo:
         state["costs"] = _probe_missing(opts, recipe, records, {v for _, v in todo}, log)
@@ -375,10 +518,11 @@ def run(opts: AblationOptions, log: Callable[[str], None] = print) -> dict:
     for seed in dict.fromkeys(s for s, _ in todo):
         round_ = [v for s, v in todo if s == seed]
         if budget_s is not None:
-            need = sum(estimate_run_s(variant_config(recipe, v, seed),
-                                      [r for r in records if r["variant"] == v],
-                                      state["costs"].get(v), run_dir(opts.out_dir, v, seed))
-                       for v in round_)
+            need = sum(estimate_run_s(
+                variant_config(recipe, v, seed),
+                [r for r in records if r["variant"] == parse_arm(v).variant.name],
+                state["costs"].get(parse_arm(v).variant.name), run_dir(opts.out_dir, v, seed))
+                for v in round_)
             left = budget_s - (time.perf_counter() - start)
             if need > left:
                 state["stopped"] = (f"seed {seed} needs about {need / 60:.1f} min for "
@@ -400,15 +544,17 @@ def run(opts: AblationOptions, log: Callable[[str], None] = print) -> dict:
 
 
 def _probe_missing(opts: AblationOptions, recipe: TrainConfig, records: list[dict],
-                   variants: set[str], log: Callable[[str], None]) -> dict[str, Cost]:
-    """Probes the variants without a measured (not resumed) run."""
+                   arms: set[str], log: Callable[[str], None]) -> dict[str, Cost]:
+    """Probes (per variant, on its first arm to run) the variants without a measured (not
+    resumed) run; costs per epoch do not depend on an arm's overrides."""
     costs, scratch = {}, os.path.join(opts.out_dir, "probe")
     trainer.ensure_data(recipe)  # generate the data before timing anything
     try:
-        for v in opts.variants:
-            if v in variants and not any(r["variant"] == v and not r["resumed"]
-                                         for r in records):
-                costs[v] = probe_cost(variant_config(recipe, v, opts.seeds[0]),
+        for arm in opts.variants:
+            v = parse_arm(arm).variant.name
+            if arm in arms and v not in costs and not any(
+                    r["variant"] == v and not r["resumed"] for r in records):
+                costs[v] = probe_cost(variant_config(recipe, arm, opts.seeds[0]),
                                       os.path.join(scratch, v))
                 log(f"ablation: {v} cost estimate {dataclasses.asdict(costs[v])}")
     finally:
@@ -419,7 +565,7 @@ def _probe_missing(opts: AblationOptions, recipe: TrainConfig, records: list[dic
 def _one_epoch_s(records: list[dict], costs: dict[str, Cost]) -> dict[str, float]:
     """Seconds of a setup, an epoch and an evaluation per variant (probed or measured)."""
     out = {v: c.one_epoch_s() for v, c in costs.items()}
-    for r in records:
+    for r in records:  # a measured run's mean epoch (its setup and evaluations spread)
         if r["variant"] not in out and not r["resumed"]:
             out[r["variant"]] = r["run_s"] / r["epochs"]
     return out
@@ -462,21 +608,35 @@ def ap_at(curve: list[dict], epochs: int, fraction: float) -> float:
                            [p["ap"] for p in curve]))
 
 
-def _stats(values: Sequence[float]) -> dict:
-    """Mean and sample standard deviation (0 for one value) of per-seed values."""
-    a = np.asarray(values, np.float64)
+def _stats(values: Sequence[float | None]) -> dict | None:
+    """Mean and sample standard deviation (0 for one value) of per-seed values, over those
+    that are not None; None when none is."""
+    a = np.asarray([v for v in values if v is not None], np.float64)
+    if not len(a):
+        return None
     return {"mean": float(a.mean()), "sd": float(a.std(ddof=1)) if len(a) > 1 else 0.0}
 
 
+def arm_of(record: dict) -> str:
+    """A record's arm (records written before arms existed name their variant only)."""
+    return record.get("arm") or record["variant"]
+
+
+# Per-run figures beyond AP (``diagnostics``), summarised like the final AP.
+DIAGNOSTICS = ("final_ar", "kp_error", "pck", "ap_constant_score", "flip_logits_ap")
+
+
 def summarize(records: list[dict]) -> dict[str, dict]:
-    """Per variant: seeds, final AP, AP at ``CURVE_FRACTIONS``, params, MACs, int8 figures."""
+    """Per arm: seeds, learning rate, epochs, final AP and ``DIAGNOSTICS``, AP at
+    ``CURVE_FRACTIONS``, params, MACs, int8 figures, training seconds."""
     out = {}
-    for v in VARIANTS:
-        rows = [r for r in records if r["variant"] == v]
-        if not rows:
-            continue
-        out[v] = {
-            "seeds": [r["seed"] for r in rows], "final_ap": _stats([r["final_ap"] for r in rows]),
+    for arm in dict.fromkeys(arm_of(r) for r in records):
+        rows = [r for r in records if arm_of(r) == arm]
+        out[arm] = {
+            "variant": rows[0]["variant"], "learning_rate": rows[0].get("learning_rate"),
+            "epochs": rows[0]["epochs"], "seeds": [r["seed"] for r in rows],
+            "final_ap": _stats([r["final_ap"] for r in rows]),
+            **{k: _stats([r.get(k) for r in rows]) for k in DIAGNOSTICS},
             "ap_at": {f"{int(f * 100)}%": _stats([ap_at(r["curve"], r["epochs"], f)
                                                   for r in rows]) for f in CURVE_FRACTIONS},
             "params": rows[0]["params"], "macs": rows[0]["macs"],
@@ -486,13 +646,42 @@ def summarize(records: list[dict]) -> dict[str, dict]:
     return out
 
 
-def paired(records: list[dict], a: str, b: str, value: Callable[[dict], float],
+def learning_rate_sweeps(records: list[dict]) -> dict[str, dict]:
+    """Per variant, its arms that set at most the learning rate, on the sweep seed (the
+    lowest seed among them), and the chosen arm: the highest final AP there.
+
+    Returns:
+        {variant: {"seed", "rows": [{"arm", "learning_rate", "final_ap", "kp_error"}]
+        (ascending rate), "chosen": arm}}.
+    """
+    out = {}
+    for v in VARIANTS:
+        runs = [r for r in records if r["variant"] == v and parse_arm(arm_of(r)).is_sweep_point]
+        if not runs:
+            continue
+        seed = min(r["seed"] for r in runs)
+        rows = sorted(({"arm": arm_of(r), "learning_rate": r.get("learning_rate"),
+                        "final_ap": r["final_ap"], "kp_error": r.get("kp_error")}
+                       for r in runs if r["seed"] == seed),
+                      key=lambda x: x["learning_rate"] or 0.0)
+        out[v] = {"seed": seed, "rows": rows,
+                  "chosen": max(rows, key=lambda x: x["final_ap"])["arm"]}
+    return out
+
+
+def chosen_arm(sweeps: dict[str, dict], variant: str) -> str:
+    """The variant's chosen arm (``learning_rate_sweeps``), else the variant's plain arm."""
+    return sweeps[variant]["chosen"] if variant in sweeps else variant
+
+
+def paired(records: list[dict], a: str, b: str, value: Callable[[dict], float | None],
            ratio: bool = False) -> dict:
-    """Per-seed paired ``value(a) - value(b)`` (or ``a / b``) over the seeds both variants
-    have, with the mean and its paired t interval (``student_t.mean_interval``; None for one
-    seed, where a mean has no interval)."""
-    by_seed = {(r["variant"], r["seed"]): r for r in records}
-    seeds = sorted(s for (v, s) in by_seed if v == a and (b, s) in by_seed)
+    """Per-seed paired ``value(a) - value(b)`` (or ``a / b``) of arms ``a`` and ``b`` over the
+    seeds both have (and both have a value for), with the mean and its paired t interval
+    (``student_t.mean_interval``; None for one seed, where a mean has no interval)."""
+    by_seed = {(arm_of(r), r["seed"]): r for r in records}
+    seeds = sorted(s for (v, s) in by_seed if v == a and (b, s) in by_seed
+                   and value(by_seed[(a, s)]) is not None and value(by_seed[(b, s)]) is not None)
     if not seeds:
         return {"seeds": [], "per_seed": [], "mean": None, "interval": None}
     x = [value(by_seed[(a, s)]) for s in seeds]
@@ -520,17 +709,23 @@ def _sign_verdict(d: dict, tolerance: float = 0.0) -> str:
 
 
 def verdicts(records: list[dict], side_by_side: dict | None = None) -> dict:
-    """Claim (a): RCE - MSE on the FasterPose head (final AP; AP at 25% for speed). Claim
-    (b): FasterPose - SimpleBaseline final AP, their MACs and int8 latencies as fractions:
-    per seed from each run's own timing, and (``int8_ms_fraction_side_by_side``, per thread
-    count) from ``side_by_side_latency``, the figure to quote."""
-    a, b = CLAIMS["a"], CLAIMS["b"]
+    """Claim (a): RCE - MSE on the FasterPose head, each at its chosen learning rate
+    (``learning_rate_sweeps``): final AP, AP at 25% for speed, keypoint error (crop px;
+    negative is RCE better). Claim (b): FasterPose - SimpleBaseline final AP, their MACs and
+    int8 latencies as fractions: per seed from each run's own timing, and
+    (``int8_ms_fraction_side_by_side``, per thread count) from ``side_by_side_latency``, the
+    figure to quote."""
+    sweeps = learning_rate_sweeps(records)
+    a = tuple(chosen_arm(sweeps, v) for v in CLAIMS["a"])
+    b = tuple(chosen_arm(sweeps, v) for v in CLAIMS["b"])
     early = CURVE_FRACTIONS[0]
     final_a = paired(records, *a, lambda r: r["final_ap"])
     early_a = paired(records, *a, lambda r: ap_at(r["curve"], r["epochs"], early))
     final_b = paired(records, *b, lambda r: r["final_ap"])
     out = {"a": {"variants": list(a), "final_ap_difference": final_a,
                  "early_fraction": early, "early_ap_difference": early_a,
+                 "kp_error_difference": paired(records, *a, lambda r: r.get("kp_error")),
+                 "final_ar_difference": paired(records, *a, lambda r: r.get("final_ar")),
                  "ends_more_accurate": _sign_verdict(final_a),
                  "trains_faster": _sign_verdict(early_a)},
            "b": {"variants": list(b), "final_ap_difference": final_b,
@@ -540,16 +735,50 @@ def verdicts(records: list[dict], side_by_side: dict | None = None) -> dict:
         out["b"][f"int8_ms_fraction_{n}_threads"] = paired(
             records, *b, lambda r, n=n: r["int8_ms"][str(n)], ratio=True)
     ms = (side_by_side or {}).get("ms", {})
+    vb = [parse_arm(x).variant.name for x in b]
     out["b"]["int8_ms_fraction_side_by_side"] = (
-        {n: ms[b[0]][n] / ms[b[1]][n] for n in ms[b[0]]} if b[0] in ms and b[1] in ms else None)
+        {n: ms[vb[0]][n] / ms[vb[1]][n] for n in ms[vb[0]]}
+        if vb[0] in ms and vb[1] in ms else None)
+    return out
+
+
+# The baselines of arms that change more than the learning rate: the same variant's chosen
+# arm; MSE on the sigmoid output against RCE (same output) and MSE (same loss).
+SIGMOID_MSE_BASELINES = ("fasterpose_rce", "fasterpose_mse")
+
+
+def comparisons(records: list[dict]) -> list[dict]:
+    """Every arm beyond the sweeps (longer training, another prior, MSE on the sigmoid
+    output) against its baselines, seed by seed: final AP and keypoint error differences.
+
+    Returns:
+        [{"arm", "baseline", "final_ap_difference", "kp_error_difference"}] (``paired``).
+    """
+    sweeps = learning_rate_sweeps(records)
+    out = []
+    for arm in dict.fromkeys(arm_of(r) for r in records):
+        a = parse_arm(arm)
+        if a.variant.name == "fasterpose_sigmoid_mse":
+            baselines = [chosen_arm(sweeps, v) for v in SIGMOID_MSE_BASELINES]
+        elif not a.is_sweep_point:
+            baselines = [chosen_arm(sweeps, a.variant.name)]
+        else:
+            continue
+        for base in baselines:
+            out.append({"arm": arm, "baseline": base,
+                        "final_ap_difference": paired(records, arm, base,
+                                                      lambda r: r["final_ap"]),
+                        "kp_error_difference": paired(records, arm, base,
+                                                      lambda r: r.get("kp_error"))})
     return out
 
 
 def seeds_per_variant(records: list[dict], requested: Sequence[str]) -> dict[str, int]:
-    """Finished runs per variant, over the requested variants and every variant with a run in
-    the output dir (a study may be run in several invocations with different variants)."""
-    names = [v for v in VARIANTS if v in requested or any(r["variant"] == v for r in records)]
-    return {v: sum(r["variant"] == v for r in records) for v in names}
+    """Finished runs per arm, over the requested arms and every arm with a run in the output
+    dir (a study may be run in several invocations with different arms)."""
+    names = list(dict.fromkeys([*requested, *(arm_of(r) for r in records)]))
+    names.sort(key=arm_order)
+    return {v: sum(arm_of(r) == v for r in records) for v in names}
 
 
 def build_result(records: list[dict], state: dict) -> dict:
@@ -562,6 +791,8 @@ def build_result(records: list[dict], state: dict) -> dict:
         "stopped": state["stopped"],
         "cost_estimates": {v: dataclasses.asdict(c) for v, c in state["costs"].items()},
         "runs": records, "summary": summarize(records),
+        "learning_rate_sweeps": learning_rate_sweeps(records),
+        "comparisons": comparisons(records),
         "int8_ms_side_by_side": state.get("side_by_side"),
         "verdicts": verdicts(records, state.get("side_by_side")),
         "session_s": round(time.perf_counter() - state["start"], 1)}
@@ -583,33 +814,60 @@ def _interval(d: dict, digits: int = 3, sign: str = "+") -> str:
             f"{d['seeds']} (per seed: {per_seed})")
 
 
+def _cell(stats: dict | None, digits: int = 3) -> str:
+    return "-" if stats is None else mean_sd(stats, digits)
+
+
 def format_markdown(result: dict) -> str:
-    """ablation.md: the variant x seeds table and the verdict per claim."""
+    """ablation.md: the arm x seeds table, the learning-rate sweeps, the verdict per claim and
+    the single-change comparisons."""
     cfg = result["recipe"]["config"]
     threads = "/".join(str(n) for n in LATENCY_THREADS)
     lines = [f"# FasterPose ablation (recipe {result['recipe']['name']})", "",
              f"{cfg['model'].split('_', 1)[1]} backbone, input {cfg['input_size'][0]}x"
-             f"{cfg['input_size'][1]}, {cfg['epochs']} epochs, evaluation every "
+             f"{cfg['input_size'][1]}, {cfg['epochs']} epochs at learning rate "
+             f"{cfg['learning_rate']:g} unless an arm says otherwise, evaluation every "
              f"{cfg['eval_every_epochs']} epochs (flip test {cfg['eval_flip_test']}); values "
-             "are mean ± sd over seeds; AP at x% interpolated between evaluations; int8 = "
-             f"full-integer PTQ, latency median ms at {threads} threads; training minutes "
-             "include the evaluations.", "",
-             "| variant | seeds | final AP | AP 25% / 50% / 75% | params (M) | MACs (M) | "
-             f"int8 AP | int8 ms ({threads} thr) | training min |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "are mean ± sd over seeds; AR, keypoint error (kp err, crop pixels), PCK (within "
+             f"{coco_eval.PCK_THRESHOLD:g} of the crop height) and AP with every person scored 1 "
+             "(AP const) are of the final evaluation; flip-logit AP averages the flip test's "
+             "logits instead of its probabilities (sigmoid outputs); AP at x% interpolated "
+             "between evaluations; int8 = full-integer PTQ, latency median ms at "
+             f"{threads} threads; training minutes include the evaluations.", "",
+             "| arm | seeds | final AP | AR | kp err | PCK | AP const | flip-logit AP | "
+             f"AP 25% / 50% / 75% | MACs (M) | int8 AP | int8 ms ({threads} thr) | "
+             "training min |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for v, s in result["summary"].items():
         curve = " / ".join(f"{s['ap_at'][k]['mean']:.3f}" for k in s["ap_at"])
         ms = " / ".join(f"{s['int8_ms'][str(n)]['mean']:.2f}" for n in LATENCY_THREADS)
-        lines.append(f"| {v} | {len(s['seeds'])} | {mean_sd(s['final_ap'])} | {curve} | "
-                     f"{s['params'] / 1e6:.3f} | {s['macs'] / 1e6:.1f} | {mean_sd(s['int8_ap'])} | "
-                     f"{ms} | {mean_sd(s['train_s'], 1, 1 / 60)} |")
+        lines.append(
+            f"| {v} | {len(s['seeds'])} | {_cell(s['final_ap'])} | {_cell(s.get('final_ar'))} | "
+            f"{_cell(s.get('kp_error'), 2)} | {_cell(s.get('pck'))} | "
+            f"{_cell(s.get('ap_constant_score'))} | {_cell(s.get('flip_logits_ap'))} | {curve} | "
+            f"{s['macs'] / 1e6:.1f} | {_cell(s['int8_ap'])} | {ms} | "
+            f"{mean_sd(s['train_s'], 1, 1 / 60)} |")
+    sweeps = result.get("learning_rate_sweeps") or {}
+    if sweeps:
+        lines += ["", "Learning-rate sweeps (one seed each; the chosen rate has the highest "
+                  "final AP):", "", "| variant | seed | learning rate | final AP | kp err | "
+                  "chosen |", "|---|---:|---:|---:|---:|---|"]
+        for v, sw in sweeps.items():
+            for row in sw["rows"]:
+                kp = "-" if row["kp_error"] is None else f"{row['kp_error']:.2f}"
+                lr = "-" if row["learning_rate"] is None else f"{row['learning_rate']:g}"
+                lines.append(f"| {v} | {sw['seed']} | {lr} | "
+                             f"{row['final_ap']:.3f} | {kp} | "
+                             f"{'**yes**' if row['arm'] == sw['chosen'] else ''} |")
     a, b = result["verdicts"]["a"], result["verdicts"]["b"]
-    lines += ["", f"Seeds per variant: {result['seeds_per_variant']}"
+    kp_a = a.get("kp_error_difference")
+    lines += ["", f"Seeds per arm: {result['seeds_per_variant']}"
               + (f"; stopped: {result['stopped']}" if result["stopped"] else ""), "",
               f"**(a) RCE vs MSE** ({a['variants'][0]} - {a['variants'][1]}): ends more "
               f"accurate: **{a['ends_more_accurate']}**, final AP "
               f"{_interval(a['final_ap_difference'])}; trains faster: **{a['trains_faster']}**, "
-              f"AP at {a['early_fraction']:.0%} {_interval(a['early_ap_difference'])}.", "",
+              f"AP at {a['early_fraction']:.0%} {_interval(a['early_ap_difference'])}"
+              + (f"; keypoint error (crop px) {_interval(kp_a, 2)}" if kp_a else "") + ".", "",
               f"**(b) FasterPose vs SimpleBaseline** ({b['variants'][0]} vs {b['variants'][1]}): "
               f"AP matches (within {AP_MATCH_TOLERANCE:g}): **{b['ap_matches']}**, final AP "
               f"difference {_interval(b['final_ap_difference'])}; MACs fraction "
@@ -627,32 +885,48 @@ def format_markdown(result: dict) -> str:
                               for v, t in ms.items())
                   + f" ({threads} threads); FasterPose / SimpleBaseline "
                   + " / ".join(f"{side[str(n)]:.3f}" for n in LATENCY_THREADS) + "."]
+    if result.get("comparisons"):
+        lines += ["", "One change against its baseline, seed by seed (arm - baseline):", "",
+                  "| arm | baseline | final AP difference | kp err difference (px) |",
+                  "|---|---|---|---|"]
+        for c in result["comparisons"]:
+            lines.append(f"| {c['arm']} | {c['baseline']} | "
+                         f"{_interval(c['final_ap_difference'])} | "
+                         f"{_interval(c['kp_error_difference'], 2)} |")
     return "\n".join(lines) + "\n"
 
 
 def plot_convergence(result: dict, path: str) -> None:
-    """AP against epoch: each variant's mean over seeds, with the seeds' min-max band."""
+    """AP and keypoint error against epoch: each arm's mean over seeds, with the seeds'
+    min-max band."""
     # lazy: matplotlib (and its Agg backend choice) only when a picture is drawn
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # after matplotlib.use, as pyplot requires
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for v, s in result["summary"].items():
-        curves = [r["curve"] for r in result["runs"] if r["variant"] == v]
+    fig, (ax_ap, ax_kp) = plt.subplots(1, 2, figsize=(12, 4.8))
+    for v in result["summary"]:
+        curves = [r["curve"] for r in result["runs"] if arm_of(r) == v]
         epochs = [p["epoch"] for p in curves[0]]
-        aps = np.array([[p["ap"] for p in c] for c in curves if len(c) == len(epochs)])
-        line, = ax.plot(epochs, aps.mean(axis=0), marker="o", markersize=3,
-                        label=f"{v} (n={len(aps)}, {s['macs'] / 1e6:.0f} M MACs)")
-        ax.fill_between(epochs, aps.min(axis=0), aps.max(axis=0), alpha=0.2,
-                        color=line.get_color())
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("val AP (float)")
-    ax.set_title(f"Ablation, recipe {result['recipe']['name']}: mean and seed range")
-    ax.grid(alpha=0.3)
+        same = [c for c in curves if len(c) == len(epochs)]
+        for ax, key in ((ax_ap, "ap"), (ax_kp, "kp_error")):
+            if any(p.get(key) is None for c in same for p in c):
+                continue
+            y = np.array([[p[key] for p in c] for c in same])
+            line, = ax.plot(epochs, y.mean(axis=0), marker="o", markersize=3,
+                            label=f"{v} (n={len(y)})")
+            ax.fill_between(epochs, y.min(axis=0), y.max(axis=0), alpha=0.2,
+                            color=line.get_color())
+    ax_ap.set_ylabel("val AP (float)")
+    ax_kp.set_ylabel("mean keypoint error (crop px)")
+    ax_kp.set_yscale("log")
+    for ax in (ax_ap, ax_kp):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"Ablation, recipe {result['recipe']['name']}: mean and seed range")
     if result["summary"]:
-        ax.legend(fontsize=8)
+        ax_ap.legend(fontsize=7)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120)

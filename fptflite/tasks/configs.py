@@ -27,9 +27,12 @@ class TrainConfig:
     bn_momentum: float = 0.99
     backbone_weights: str | None = None
     sigma: float = 2.0
-    # "rce" (sigmoid output, RCE on its logits) or "mse" (linear output); "": the head's
-    # default (rce for FasterPose, mse for SimpleBaseline).
+    # "rce" (sigmoid output, RCE on its logits), "mse" (linear output) or "sigmoid_mse" (MSE of
+    # a sigmoid output); "": the head's default (rce for FasterPose, mse for SimpleBaseline).
     loss: str = ""
+    # Where the output conv's bias starts; None: the logit of the mean target of the model's
+    # own heatmap for a sigmoid output, 0 for a linear one (``models.zoo.build_model``).
+    output_bias: float | None = None
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
     optimizer: str = "adam"
     learning_rate: float = 1e-3
@@ -55,6 +58,8 @@ class TrainConfig:
         get_entry(self.model)
         if self.epochs < 1 or self.batch_size_per_replica < 1 or self.steps_per_loop < 1:
             raise ValueError("epochs, batch_size_per_replica and steps_per_loop must be >= 1")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         expected_k = self.data.dataset.num_keypoints
         if self.num_keypoints != expected_k:
             raise ValueError(f"data layout {self.data.layout!r} has {expected_k} keypoints, "

@@ -78,7 +78,7 @@ def build_training_model(cfg: TrainConfig) -> keras.Model:
     wrapped for quantization-aware training (which verifies the weights carried over)."""
     model = build_model(cfg.model, cfg.input_size, cfg.num_keypoints, cfg.backbone_weights,
                         cfg.feature_stride, cfg.neck_channels, cfg.bn_momentum,
-                        cfg.output_activation, cfg.sigma)
+                        cfg.output_activation, cfg.sigma, cfg.output_bias)
     if cfg.init_from:
         source = load_model(cfg.init_from)
         if quantization.is_quantized(source):
