@@ -21,8 +21,8 @@ _BUDGET = flags.DEFINE_float("budget_minutes", None, "The study should fit this;
                              "round starts only if its estimated cost fits (default: no limit).")
 _RECIPE = flags.DEFINE_string("recipe", "demo", "Base config (fptflite.tasks.configs).")
 _VARIANTS = flags.DEFINE_list(
-    "variants", list(ablation.DEFAULT_ARMS), "Arms to train: a variant "
-    f"({', '.join(ablation.VARIANTS)}), optionally with its own config overrides, "
+    "variants", list(ablation.DEFAULT_ARMS), "Arms to train: a variant of "
+    "fptflite.tasks.ablation.VARIANTS, optionally with config overrides of its own, "
     "variant:key=value[:key=value] (e.g. fasterpose_rce:learning_rate=0.01:epochs=68).")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Training seeds (initial weights, data "
                            "order), run in this order while the budget lasts.")

@@ -1,6 +1,7 @@
 """The ablation trains through the one Trainer: variant configs build the intended models, a
 tiny study writes its schema from the runs' own files and never retrains, bad input errors."""
 
+import dataclasses
 import json
 import os
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import tf_keras as keras
 
-from fptflite import codec, losses
+from fptflite import codec, losses, results
 from fptflite.evaluation import coco_eval
 from fptflite.models import count_macs, heatmap_logits_model
 from fptflite.tasks import ablation, configs, trainer
@@ -21,10 +22,7 @@ RUN_KEYS = {"arm", "learning_rate", "final_ar", "kp_error", "pck", "ap_constant_
             "feature_stride", "neck_channels", "epochs", "model_dir", "curve", "final_ap",
             "best_ap", "params", "macs", "int8_ap", "int8_ms", "train_s", "int8_s", "run_s",
             "resumed", "config"}
-RESULT_KEYS = {"recipe", "variants", "seeds", "budget_minutes", "seeds_per_variant", "stopped",
-               "cost_estimates", "runs", "summary", "learning_rate_sweeps", "comparisons",
-               "int8_ms_side_by_side", "verdicts",
-               "session_s"}
+RESULT_KEYS = {f.name for f in dataclasses.fields(results.AblationResult)}
 
 
 def _options(out_dir, **kw):

@@ -1,8 +1,8 @@
 """The package layers: each module imports only from its own layer or below, never upwards.
 
-    keypoints, codec, losses, utils, visualization -> data -> models -> quantization -> tflite
-    -> evaluation -> serving -> tasks -> binaries (fptflite.predict, training/, conversion/,
-    benchmarks/)
+    keypoints, codec, losses, utils, rundir, results, visualization -> data -> models
+    -> quantization -> tflite -> evaluation -> serving -> tasks -> binaries (fptflite.predict,
+    training/, conversion/, benchmarks/)
 
 The scan reads every import of the project's Python files, at module level and inside
 functions, with the ``ast`` module (nothing is imported). Imports placed inside functions are
@@ -21,7 +21,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("fptflite", "fptflite.keypoints", "fptflite.codec", "fptflite.losses", "fptflite.utils",
-     "fptflite.rundir",
+     "fptflite.rundir", "fptflite.results",
      "fptflite.visualization"),
     ("fptflite.data",),
     ("fptflite.models",),

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from helpers.runtimes import check_ran, require_all
 
-from fptflite import rundir
+from fptflite import results, rundir
 from fptflite.tasks import main_job
 from fptflite.tflite import runtimes
 
@@ -139,10 +139,13 @@ def test_main_job_end_to_end(main_job_run):
         img = cv2.imread(png)
         assert img is not None and img.shape[0] > 100
     markdown = (out / "report.md").read_text()
-    assert "Shipped int8 file" in markdown
+    assert f"Shipped int8 file: {shipped['format']}" in markdown
+    # report.md's figures are the rows BENCHMARKS.md shows: the one renderer.
+    for row in results.render_demo(results.demo_results(on_disk)):
+        assert f"| {row.what} | {row.figure} |" in markdown
     for name, d in diffs.items():  # each difference names its two sides
         assert f"{d['a']} - {d['b']}" == name
-        assert f"- {name}: {d['delta_points']:+.2f} AP points" in markdown
+        assert f"{d['delta_points']:+.2f} points" in markdown
 
     # A broken int8 file fails the same check.
     broken = str(tmp_path / "broken.tflite")

@@ -15,6 +15,7 @@ import sys
 import pytest
 
 from benchmarks import report
+from fptflite import results
 from fptflite.utils import provenance as prov_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -130,19 +131,23 @@ def test_ablation_json_renders_variants_and_verdicts(tmp_path):
                    ("simplebaseline_mse", 0.131, 9.7, 8_054_000, 455_200_000))}
     paired = {"seeds": [0, 1], "per_seed": [0.07, 0.06], "mean": 0.065,
               "interval": [0.06, 0.07]}
-    result = {"recipe": {"name": "demo", "config": {"input_size": [128, 128], "epochs": 34}},
-              "summary": summary,
-              "verdicts": {"b": {"variants": ["fasterpose_rce", "simplebaseline_mse"],
-                                 "final_ap_difference": paired, "ap_matches": "supported",
-                                 "macs_fraction": {**paired, "mean": 0.0771},
-                                 "int8_ms_fraction_1_threads": {**paired, "mean": 0.092}}}}
+    result = results.AblationResult(
+        recipe={"name": "demo", "config": {"input_size": [128, 128], "epochs": 34}},
+        variants=list(summary), seeds=[0, 1], budget_minutes=None,
+        seeds_per_variant={v: 2 for v in summary}, stopped=None, cost_estimates={}, runs=[],
+        summary=summary, int8_ms_side_by_side=None, session_s=1.0,
+        verdicts={"b": {"variants": ["fasterpose_rce", "simplebaseline_mse"],
+                        "final_ap_difference": paired, "ap_matches": "supported",
+                        "macs_fraction": {**paired, "mean": 0.0771},
+                        "int8_ms_fraction_1_threads": {**paired, "mean": 0.092}}}).to_dict()
     _write(tmp_path, "ablation.json", {"kind": "ablation", "provenance": PROV, "result": result})
     md = report.render_markdown(report.collect(str(tmp_path)), rel_to=str(tmp_path))
     assert ("| ablation fasterpose_rce, recipe demo, 128x128, 34 epochs, 2 seeds | final AP "
             "0.201 ± 0.010, AP at 25% / 50% / 75% of training 0.050 / 0.101 / 0.151, int8 PTQ AP "
             "0.201 ± 0.020, int8 0.89 / 0.45 ms (1 / 2 threads); "
             "34.8 M MACs, 0.358 M params |") in md
-    assert ("AP matches: supported (final AP difference +0.065 [+0.060, +0.070] over 2 seeds); "
+    assert ("AP matches: supported (final AP difference +0.065, 95% paired t interval "
+            "[+0.060, +0.070] over 2 seeds); "
             "MACs fraction 0.077; int8 latency fraction, 1 thread 0.09") in md
     # A side-by-side timing, when the study made one, is the latency figure quoted.
     result["verdicts"]["b"]["int8_ms_fraction_side_by_side"] = {"1": 0.1234, "2": 0.15}
@@ -168,11 +173,38 @@ def test_unknown_kind_is_an_error_naming_the_file(tmp_path):
      "provenance lacks machine, date"),
     ({"kind": "latency", "provenance": PROV, "result": {"input_size": [1, 1]}},
      "cannot render kind 'latency': KeyError"),
+    ({"kind": "latency", "provenance": PROV, "result": {}, "figures": []},
+     "not a ResultsFile: unknown keys ['figures']"),
+    ({"kind": "latency", "provenance": {**PROV, "host": "x"}, "result": {}},
+     "provenance: not a Provenance: unknown keys ['host']"),
+    ({"kind": "demo", "provenance": PROV, "result": {"model": "m", "metric": "AP",
+                                                     "score_points": {}, "shipped": {},
+                                                     "ap": 50.0}},
+     "cannot render kind 'demo': ValueError: demo result: not a DemoResult: unknown keys "
+     "['ap']"),
 ])
 def test_bad_results_files_are_errors_naming_the_file(tmp_path, doc, message):
     _write(tmp_path, "bad.json", doc)
     with pytest.raises(report.ResultsError, match=r"bad\.json: " + re.escape(message)):
         report.collect(str(tmp_path))
+
+
+def test_committed_results_are_typed_records_that_round_trip():
+    """Every committed results file reads as a ResultsFile; the demo's and the ablation's
+    results read as their records and write back the same JSON."""
+    for path in sorted((REPO / "docs" / "results").glob("*.json")):
+        doc = report.load_results(str(path))
+        assert doc.to_dict() == json.loads(path.read_text()), path
+        for kind, cls in (("demo", results.DemoResult), ("ablation", results.AblationResult)):
+            if doc.kind != kind:
+                continue
+            record = cls.from_dict(doc.result)
+            assert cls.from_dict(record.to_dict()) == record
+            written = record.to_dict()  # the file's figures, plus optional fields as None
+            assert all(written[k] == v for k, v in doc.result.items() if k != "runtimes")
+            if kind == "demo":
+                assert all(isinstance(x, results.RuntimeResult)
+                           for x in record.runtimes.values())
 
 
 def test_binary_writes_benchmarks_and_fails_on_unknown_json(tmp_path):

@@ -47,6 +47,7 @@ from fptflite import codec
 from fptflite.data import datasets
 from fptflite.evaluation import coco_eval, student_t
 from fptflite.models import MODELS, count_macs, get_entry, heatmap_logits_model
+from fptflite.results import AblationResult, paired_text
 from fptflite.rundir import EVAL_DIR
 from fptflite.tasks import configs, trainer
 from fptflite.tasks.configs import TrainConfig
@@ -782,36 +783,29 @@ def seeds_per_variant(records: list[dict], requested: Sequence[str]) -> dict[str
 
 
 def build_result(records: list[dict], state: dict) -> dict:
-    """The ablation.json object: recipe, options, runs, summary, verdicts, budget notes."""
+    """The ablation.json object (an ``results.AblationResult``): recipe, options, runs,
+    summary, learning-rate sweeps, verdicts, comparisons, budget notes."""
     opts: AblationOptions = state["options"]
-    return {
-        "recipe": state["recipe"], "variants": list(opts.variants), "seeds": list(opts.seeds),
-        "budget_minutes": opts.budget_minutes,
-        "seeds_per_variant": seeds_per_variant(records, opts.variants),
-        "stopped": state["stopped"],
-        "cost_estimates": {v: dataclasses.asdict(c) for v, c in state["costs"].items()},
-        "runs": records, "summary": summarize(records),
-        "learning_rate_sweeps": learning_rate_sweeps(records),
-        "comparisons": comparisons(records),
-        "int8_ms_side_by_side": state.get("side_by_side"),
-        "verdicts": verdicts(records, state.get("side_by_side")),
-        "session_s": round(time.perf_counter() - state["start"], 1)}
+    return AblationResult(
+        recipe=state["recipe"], variants=list(opts.variants), seeds=list(opts.seeds),
+        budget_minutes=opts.budget_minutes,
+        seeds_per_variant=seeds_per_variant(records, opts.variants),
+        stopped=state["stopped"],
+        cost_estimates={v: dataclasses.asdict(c) for v, c in state["costs"].items()},
+        runs=records, summary=summarize(records),
+        learning_rate_sweeps=learning_rate_sweeps(records),
+        comparisons=comparisons(records),
+        int8_ms_side_by_side=state.get("side_by_side"),
+        verdicts=verdicts(records, state.get("side_by_side")),
+        session_s=round(time.perf_counter() - state["start"], 1)).to_dict()
 
 
 # ------------------------------------------------------------------------------ output
 
 
 def _interval(d: dict, digits: int = 3, sign: str = "+") -> str:
-    """A paired difference (``sign`` "+") or ratio ("") with its interval and seeds."""
-    if d["mean"] is None:
-        return "no paired seeds"
-    fmt = f"{sign}.{digits}f"
-    per_seed = ", ".join(f"{v:{fmt}}" for v in d["per_seed"])
-    if d["interval"] is None:
-        return f"{d['mean']:{fmt}} on seed {d['seeds'][0]} alone (no interval)"
-    low, high = d["interval"]
-    return (f"{d['mean']:{fmt}}, 95% paired t interval [{low:{fmt}}, {high:{fmt}}] over seeds "
-            f"{d['seeds']} (per seed: {per_seed})")
+    """``results.paired_text`` with each seed's value: ablation.md's long form."""
+    return paired_text(d, digits, sign, per_seed=True)
 
 
 def _cell(stats: dict | None, digits: int = 3) -> str:

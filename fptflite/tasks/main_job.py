@@ -16,16 +16,15 @@ import time
 
 from absl import logging
 
-from fptflite import rundir, visualization
+from fptflite import results, rundir, visualization
 from fptflite.data import datasets
 from fptflite.evaluation import bootstrap, parity
-from fptflite.evaluation import fidelity as fidelity_lib
+from fptflite.results import INT8_FORMATS
 from fptflite.serving import android
 from fptflite.tasks import configs, stages, trainer
 from fptflite.tflite import parity_gate
 from fptflite.utils.io import write_bytes_atomic, write_json_atomic
 
-INT8_FORMATS = ("int8_qat", "int8_ptq")
 EVALUATED_FORMATS = ("float32", *INT8_FORMATS)
 QAT_MINUS_PTQ = "int8_qat - int8_ptq"
 
@@ -274,57 +273,31 @@ def parity_verdict(float_score: float, int8_score: float, max_drop: float,
         return str(e), False
 
 
-def _fidelity_line(fid: dict | None) -> str:
-    if not fid:
-        return ""
-    return "Keras QAT model vs its int8 file, same crops: " + fidelity_lib.format_fidelity(
-        "int8_qat", fid).split(": ", 1)[1]
-
-
 def render_markdown(report: dict) -> str:
-    """A short human-readable report with the parity table and the pictures."""
-    rows = parity.format_parity(report["parity"])
-    noise = "\n".join(f"- {bootstrap.format_difference(d['a'], d['b'], d)}"
-                      for d in report["ap_differences"].values())
-    t = report["timings_s"]
-    files = "\n".join(
-        f"| {fmt} | `{os.path.basename(v['path'])}` | {v['size_bytes'] / 1e6:.2f} MB | "
-        f"{'pass' if v['audit_passed'] else 'FAIL'} |" for fmt, v in report["tflite"].items())
+    """report.md: the run's figures as rows of the one renderer that also writes them into
+    BENCHMARKS.md (``results.render_demo``), the shipped file's verdict and the pictures."""
+    rows = results.render_demo(results.demo_results(report))
+    table = "\n".join(f"| {results.markdown_cell(r.what)} | {results.markdown_cell(r.figure)} |"
+                      for r in rows)
+    h, w = report["input_size"]
+    shipped = report["shipped"]
     return f"""# fptflite main job: {report['model']} ({report['config']})
 
-Input {report['input_size'][0]}x{report['input_size'][1]}; validation with ground-truth boxes;
-COCO keypoint AP from pycocotools.
+Input {h}x{w}; validation with ground-truth boxes; {report['metric']} from
+{'pycocotools' if report['metric'] == 'AP' else 'the PCKh evaluation'}; run directory
+`{report['run_dir']}`.
 
-## Float vs TFLite (LiteRT interpreter, CPU, same crops)
+## Shipped int8 file: {shipped['format']}
 
-{rows}
+{shipped['reason']}.
 
-Is an AP difference real or the luck of these images?
+{shipped['verdict']}
 
-{noise}
+## Figures
 
-## Shipped int8 file: {report['shipped']['format']}
-
-{report['shipped']['reason']}.
-
-{report['shipped']['verdict']}
-
-{_fidelity_line(report.get('int8_qat_fidelity'))}
-
-## The shipped file on every runtime
-
-{parity.format_runtimes(report['runtimes']) if report.get('runtimes') else ''}
-
-## Files
-
-| format | file | size | op audit |
-|---|---|---:|---|
-{files}
-
-## Time (s)
-
-data {t['data_s']}, training {t['train_s']}, QAT {t['qat_s']}, conversion {t['convert_s']},
-evaluation {t['evaluate_s']}, runtimes {t.get('runtimes_s', 0)}, total {t['total_s']}
+| what | figure |
+|---|---|
+{table}
 
 ## Pictures
 
@@ -334,5 +307,3 @@ evaluation {t['evaluate_s']}, runtimes {t.get('runtimes_s', 0)}, total {t['total
 
 ![parity](parity.png)
 """
-
-
