@@ -105,6 +105,7 @@ class RuntimeResult:
         passed: within the parity budget.
         shift_vs_cpu: keypoints against the CPU runtime's on the same crops:
             {"mean_px", "p95_px", "max_px", "share_above_1px"} (heatmap pixels).
+        residency: for a GPU runtime, which ops ran on the GPU (``residency_text``).
     """
 
     ran: bool
@@ -113,6 +114,7 @@ class RuntimeResult:
     delta_points: float | None = None
     passed: bool | None = None
     shift_vs_cpu: dict | None = None
+    residency: dict | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,6 +250,7 @@ def _android_figures(card: dict | None) -> dict | None:
             "decode_parity_crops": parity.get("num_crops"),
             "latency_ms": card.get("latency_ms_xnnpack_cpu"),
             "gpu_residency": card.get("gpu_residency"),
+            "web_gpu_residency": card.get("web_gpu_residency"),
             "runs_on": card.get("runs_on"),
             "keypoints_vs_cpu": card.get("keypoints_vs_cpu_heatmap_px")}
 
@@ -259,7 +262,8 @@ def runtime_results(rows: dict | None) -> dict[str, RuntimeResult] | None:
         return None
     return {name: (RuntimeResult(True, ap=100 * r["candidate_score"],
                                  delta_points=r["score_delta_points"], passed=r.get("passed"),
-                                 shift_vs_cpu=r.get("shift_vs_cpu")) if r["ran"]
+                                 shift_vs_cpu=r.get("shift_vs_cpu"),
+                                 residency=r.get("residency")) if r["ran"]
                    else RuntimeResult(False, reason=r["reason"]))
             for name, r in rows.items()}
 
@@ -366,6 +370,18 @@ def _fidelity_rows(fid: dict | None) -> list[Row]:
     return rows
 
 
+def residency_text(res: dict) -> str:
+    """A GPU residency check (``runtimes.gpu_residency``, ``web_runtime.web_gpu_residency``)
+    in words: every op on the GPU, which ops stay off it, or why it was not checked."""
+    if not res.get("checked"):
+        return f"not checked: {res.get('reason')}"
+    if res.get("fully_accelerated"):
+        return "every op on the GPU"
+    counts = (f"{res['gpu_ops']} ops on the GPU, {res['cpu_ops']} off it; "
+              if res.get("cpu_ops") is not None else "")
+    return f"{counts}ops stay on the CPU: {'; '.join(res.get('cpu_ops_log') or []) or '(no log)'}"
+
+
 def _android_rows(a: dict | None) -> list[Row]:
     if not a:
         return []
@@ -375,12 +391,11 @@ def _android_rows(a: dict | None) -> list[Row]:
                         f"decode, {a.get('decode_parity_crops')} crops",
                         f"mean {a['decode_parity_mean_px']:.2g}, max "
                         f"{a['decode_parity_max_px']:.2g} heatmap px"))
-    res = a.get("gpu_residency")
-    if res:
-        rows.append(Row("Android drop-in on LiteRT's GPU accelerator (lavapipe)",
-                        ("every op on the GPU" if res.get("fully_accelerated")
-                         else f"ops stay on the CPU: {res.get('cpu_ops_log')}")
-                        if res.get("checked") else f"not checked: {res.get('reason')}"))
+    for key, where in (("gpu_residency", "LiteRT's GPU accelerator (lavapipe)"),
+                       ("web_gpu_residency", "LiteRT.js on WebGPU (headless Chromium, "
+                                             "lavapipe)")):
+        if a.get(key):
+            rows.append(Row(f"Android drop-in on {where}", residency_text(a[key])))
     for name, x in (a.get("keypoints_vs_cpu") or {}).items():
         rows.append(Row(f"Android drop-in on {name}: keypoints vs the CPU runtime's, val crops",
                         f"mean {x['mean_px']:.3f}, p95 {x['p95_px']:.3f}, max {x['max_px']:.2f}"
@@ -436,8 +451,10 @@ def _runtime_rows(runtimes: dict[str, RuntimeResult] | None, metric: str) -> lis
         shift = (f"; keypoints vs cpu: mean {s['mean_px']:.3f}, p95 {s['p95_px']:.3f}, max "
                  f"{s['max_px']:.2f} heatmap px, {100 * s['share_above_1px']:.2f}% > 1 px"
                  if s else "")
+        residency = f"; {residency_text(x.residency)}" if x.residency else ""
         rows.append(Row(f"shipped int8 file on {name}",
-                        f"{metric} {x.ap:.2f} ({x.delta_points:+.2f} vs float){shift}"))
+                        f"{metric} {x.ap:.2f} ({x.delta_points:+.2f} vs float){shift}"
+                        f"{residency}"))
     return rows
 
 

@@ -209,6 +209,10 @@ def test_shipped_file_on_every_runtime(main_job_run):
         metrics = json.load(open(out / rundir.PARITY_DIR / (
             "runtimes/" + name if name != "cpu" else shipped) / "metrics.json"))
         assert row["candidate_score"] == metrics["AP"]
+    if rows["web_gpu"]["ran"]:  # LiteRT.js runs every op of the FasterPose file on WebGPU
+        assert rows["web_gpu"]["residency"] == {"checked": True, "fully_accelerated": True,
+                                                "cpu_ops_log": [], "gpu_ops": None,
+                                                "cpu_ops": None}
     if rows["tflite2.14"]["ran"] and rows["cpu_reference"]["ran"]:
         assert rows["tflite2.14"]["candidate_score"] == rows["cpu_reference"]["candidate_score"]
         assert rows["tflite2.14"]["shift_vs_cpu"] == rows["cpu_reference"]["shift_vs_cpu"]

@@ -92,6 +92,36 @@ def test_batch_one_simplebaseline_compiles_on_the_gpu_accelerator(simplebaseline
         "the CPU" in log
 
 
+def test_web_gpu_residency_says_which_ops_fall_back_to_wasm(simplebaseline, files):
+    """LiteRT.js on WebGPU: the batch-1 SimpleBaseline keeps 4 of its 67 ops off WebGPU
+    (partitioned to wasm, the JSPI build; its ``isFullyAccelerated`` still says true), and
+    the delegate's report in the runtime's log names them; the FasterPose int8 file runs
+    whole on WebGPU."""
+    session_or_skip("web_gpu", simplebaseline[1]).close()
+    partial = web_runtime.web_gpu_residency(simplebaseline[1])
+    print(partial)
+    assert partial["checked"] and not partial["fully_accelerated"]
+    assert (partial["gpu_ops"], partial["cpu_ops"]) == (63, 4)
+    assert "Following operations are not supported by GPU delegate" in partial["cpu_ops_log"][0]
+    assert any("TRANSPOSE_CONV" in ln for ln in partial["cpu_ops_log"][1:-1])
+    whole = web_runtime.web_gpu_residency(files[0]["int8"])
+    assert whole == {"checked": True, "fully_accelerated": True, "cpu_ops_log": [],
+                     "gpu_ops": None, "cpu_ops": None}
+
+
+def test_residency_log_parsing_by_hand():
+    lines = ["[page log] loading", "[page error] ERROR: Following operations are not "
+             "supported by GPU delegate:", "[page error] GATHER_ND: Operation is not supported.",
+             "[page error] 10 operations will run on the GPU, and the remaining 2 operations "
+             "will run on the CPU.", "[page warn] [LiteRT] Model not fully compiled for webgpu."]
+    r = web_runtime.residency_from_log(lines, True)
+    assert (r["fully_accelerated"], r["gpu_ops"], r["cpu_ops"]) == (False, 10, 2)
+    assert r["cpu_ops_log"][1] == "GATHER_ND: Operation is not supported."
+    none = web_runtime.residency_from_log(["No operations will run on the GPU, and all 7 "
+                                           "operations will run on the CPU."], False)
+    assert (none["fully_accelerated"], none["gpu_ops"], none["cpu_ops"]) == (False, 0, 7)
+
+
 def test_web_runs_the_int8_file_as_the_cpu_does(files):
     """LiteRT.js on wasm runs XNNPACK's int8 kernels: measured identical to LiteRT's CPU
     runtime. The dynamic-batch file runs as a static copy, batches one crop at a time."""

@@ -69,6 +69,7 @@ def model_card(report: dict, int8: str, source_model: str, measured: dict | None
         "decode_ops": report["decode_ops"],
         "gpu_compatibility": report["gpu_compatibility"],
         "gpu_residency": report["gpu_residency"],
+        "web_gpu_residency": report["web_gpu_residency"],
         "source_model": os.path.abspath(source_model),
         "int8": int8,
         "size_bytes": report["size_bytes"],

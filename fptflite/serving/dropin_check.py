@@ -20,7 +20,7 @@ from ai_edge_litert.interpreter import Interpreter
 from fptflite.codec import HEATMAP_STRIDE, decode_heatmaps
 from fptflite.keypoints import COCO_KEYPOINT_NAMES
 from fptflite.tflite import audit as audit_lib
-from fptflite.tflite import litert, runtimes
+from fptflite.tflite import litert, runtimes, web_runtime
 from fptflite.tflite.benchmark import compare_latency
 from fptflite.tflite.runner import round_half_away_from_zero
 
@@ -74,7 +74,9 @@ def audit_dropin(path: str) -> dict:
         (from the heatmap DEQUANTIZE on), "body_float_ops" (must be empty),
         "forbidden_ops", "gpu_compatibility" (the TFLite analyzer's GPU report),
         "gpu_residency" (``runtimes.gpu_residency``: every op on LiteRT's GPU accelerator,
-        checked by running it, or why it could not run here), "problems" and "passed".
+        checked by running it, or why it could not run here), "web_gpu_residency"
+        (``web_runtime.web_gpu_residency``: the same in LiteRT.js on WebGPU, where ops
+        WebGPU lacks run on wasm: recorded, not a problem), "problems" and "passed".
 
     Raises:
         FileNotFoundError, ValueError: the file is missing or LiteRT cannot load it.
@@ -117,6 +119,7 @@ def audit_dropin(path: str) -> dict:
         "forbidden_ops": forbidden,
         "gpu_compatibility": gpu,
         "gpu_residency": residency,
+        "web_gpu_residency": web_runtime.web_gpu_residency(path),
         "problems": problems,
         "passed": not problems,
     }
@@ -128,7 +131,8 @@ def format_dropin_audit(report: dict) -> str:
             f"  in-graph decode (float) ops: {', '.join(report['decode_ops'])}\n"
             f"  forbidden ops: {report['forbidden_ops'] or 'none'}\n"
             f"  TFLite analyzer GPU report: {report['gpu_compatibility']}\n"
-            f"  LiteRT GPU accelerator: {_residency_line(report['gpu_residency'])}")
+            f"  LiteRT GPU accelerator: {_residency_line(report['gpu_residency'])}\n"
+            f"  LiteRT.js WebGPU: {_residency_line(report['web_gpu_residency'])}")
 
 
 def _residency_line(residency: dict) -> str:

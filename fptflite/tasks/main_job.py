@@ -22,7 +22,7 @@ from fptflite.evaluation import bootstrap, parity
 from fptflite.results import INT8_FORMATS
 from fptflite.serving import android
 from fptflite.tasks import configs, stages, trainer
-from fptflite.tflite import parity_gate
+from fptflite.tflite import parity_gate, web_runtime
 from fptflite.utils.io import write_bytes_atomic, write_json_atomic
 
 EVALUATED_FORMATS = ("float32", *INT8_FORMATS)
@@ -142,6 +142,8 @@ def runtime_stage(report: dict, converted: stages.Converted, ev: stages.Evaluati
         os.path.join(rundir.parity_dir(opts.run_dir), "runtimes"), cpu_pred,
         num_threads=opts.num_threads, batch_size=ev.settings.batch_size,
         flip_test=ev.settings.flip_test, decode=ev.settings.decode, metric=ev.metric))
+    if rows.get("web_gpu", {}).get("ran"):  # which ops LiteRT.js ran on WebGPU
+        rows["web_gpu"]["residency"] = web_runtime.web_gpu_residency(path)
     for name, row in rows.items():
         if row["ran"]:
             row["verdict"], row["passed"] = parity_verdict(

@@ -185,6 +185,14 @@ class WorkerSession:
                 f"{self.runtime}: its worker for {self._path} ended (exit "
                 f"{self._proc.returncode}): {' | '.join(tail) or e}") from e
 
+    def log_lines(self) -> list[str]:
+        """What the worker has written to its log (stderr) so far, line by line."""
+        self._log.flush()
+        self._log.seek(0)
+        text = self._log.read().decode(errors="replace")
+        self._log.seek(0, io.SEEK_END)
+        return text.splitlines()
+
     def run(self, x: np.ndarray) -> np.ndarray:
         buf = io.BytesIO()
         np.lib.format.write_array(buf, np.ascontiguousarray(x, self.input.dtype))
@@ -195,11 +203,15 @@ class WorkerSession:
             raise RuntimeError(f"{self.runtime} failed to run {self._path}: {out.item()}")
         return out
 
-    def __del__(self):
+    def close(self) -> None:
+        """Ends the worker (its input closed, it exits); also done when the session goes."""
         proc = getattr(self, "_proc", None)
         if proc is not None and proc.poll() is None:
             proc.stdin.close()
             proc.wait(timeout=30)
+
+    def __del__(self):
+        self.close()
 
 
 class Tflite214Session(WorkerSession):

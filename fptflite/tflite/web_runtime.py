@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -143,3 +144,61 @@ class WebSession(WorkerSession):
         if tmp is not None:
             tmp.cleanup()
 
+
+
+# What LiteRT.js prints (page console, forwarded to the worker's log) while it partitions a
+# model between WebGPU and wasm: TFLite's GPU delegate lists the ops it cannot take, one per
+# line after this header, then counts both sides. ``isFullyAccelerated`` does not say it:
+# measured on a batch-1 SimpleBaseline, it was true while the delegate put 4 of 67 ops on wasm.
+_UNSUPPORTED_HEADER = "Following operations are not supported by GPU delegate"
+_SPLIT = re.compile(r"(\d+) operations will run on the GPU, and the remaining (\d+) "
+                    r"operations will run on the CPU")
+_NONE_ON_GPU = re.compile(r"No operations will run on the GPU, and all (\d+) operations")
+
+
+def residency_from_log(lines: list[str], fully_accelerated_flag: bool) -> dict:
+    """Parses the GPU delegate's partition report out of LiteRT.js's log.
+
+    Args:
+        lines: the worker's log lines (page console lines carry a "[page <type>] " prefix).
+        fully_accelerated_flag: ``CompiledModel.isFullyAccelerated``.
+
+    Returns:
+        {"checked": True, "fully_accelerated", "cpu_ops_log": the report's lines (the header,
+        one line per op left off WebGPU, the counts), "gpu_ops", "cpu_ops" (None when the
+        delegate printed no counts: every op on WebGPU)}.
+    """
+    text = [ln.split("] ", 1)[-1].strip() if ln.startswith("[page") else ln.strip()
+            for ln in lines]
+    report, inside, gpu_ops, cpu_ops = [], False, None, None
+    for ln in text:
+        split, none = _SPLIT.search(ln), _NONE_ON_GPU.search(ln)
+        if _UNSUPPORTED_HEADER in ln:
+            inside = True
+        if inside and ln:
+            report.append(ln)
+        if split or none:
+            gpu_ops, cpu_ops = (int(split[1]), int(split[2])) if split else (0, int(none[1]))
+            inside = False
+    return {"checked": True,
+            "fully_accelerated": bool(fully_accelerated_flag) and not cpu_ops,
+            "cpu_ops_log": report[:40], "gpu_ops": gpu_ops, "cpu_ops": cpu_ops}
+
+
+def web_gpu_residency(path: str) -> dict:
+    """Which ops of ``path`` LiteRT.js runs on WebGPU and which it leaves to wasm, from what
+    the runtime prints while it compiles (``residency_from_log``).
+
+    Returns:
+        {"checked": True, "fully_accelerated", "cpu_ops_log", "gpu_ops", "cpu_ops"} or
+        {"checked": False, "reason": why WebGPU could not be checked here}: the shape of
+        ``runtimes.gpu_residency``'s answer for LiteRT's native GPU accelerator.
+    """
+    try:
+        session = WebSession(path, runtime="web_gpu")
+    except RuntimeUnavailable as e:
+        return {"checked": False, "reason": str(e)}
+    try:
+        return residency_from_log(session.log_lines(), session.info["isFullyAccelerated"])
+    finally:
+        session.close()
