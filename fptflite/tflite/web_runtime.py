@@ -10,7 +10,7 @@
 A ``WebSession`` is a ``WorkerSession``: ``web/litert_worker.mjs`` (node) serves ``web/`` and
 the file on 127.0.0.1, drives the system Chromium through ``puppeteer-core`` and runs the
 batches it is sent one item at a time. Nothing is installed at run time: Chromium comes from
-apt (``apt-get install chromium``), node packages from ``make web`` (pinned in
+Debian's package ``chromium`` (``.ci/run`` installs it), node packages from ``make web`` (pinned in
 ``web/package-lock.json``); when either is missing the session raises ``RuntimeUnavailable``
 naming what is missing and ``make web``.
 
@@ -65,12 +65,12 @@ def missing() -> list[str]:
     of ``make web``, Chromium."""
     lack = []
     if shutil.which("node") is None:
-        lack.append("node (apt-get install nodejs)")
+        lack.append("node (Debian package nodejs)")
     modules = os.path.join(web_dir(), "node_modules")
     lack += [f"node package {p} in {modules}" for p in _NODE_PACKAGES
              if not os.path.isfile(os.path.join(modules, p, "package.json"))]
     if chromium_path() is None:
-        lack.append("Chromium (apt-get install chromium)")
+        lack.append("Chromium (Debian package chromium, as .ci/run installs it)")
     return lack
 
 
