@@ -588,7 +588,9 @@ def render_ablation(result: AblationResult | dict) -> list[Row]:
                 f"{x['learning_rate']:g}: AP {x['final_ap']:.3f}"
                 + (f", kp error {x['kp_error']:.2f} px" if x.get("kp_error") else "")
                 for x in sw["rows"]) + f"; chosen {sw['chosen']}"))
-    a, b = r.verdicts.get("a"), r.verdicts.get("b")
+    # A claim whose variants this study did not both train has no row.
+    a, b = ((c if c and c["final_ap_difference"].get("mean") is not None else None)
+            for c in (r.verdicts.get("a"), r.verdicts.get("b")))
     if a:
         kp = a.get("kp_error_difference")
         out.append(Row(f"claim (a), {a['variants'][0]} - {a['variants'][1]}",
