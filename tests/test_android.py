@@ -294,8 +294,11 @@ def test_qat_dropin_keeps_contract_and_decode(dropin):
     assert "TRANSPOSE" in report["ops"]
     parity = dropin_check.decode_parity(path, dropin["calib"])
     print(f"QAT drop-in: in-graph vs Python DARK {parity}")
-    # measured: mean 2.5e-6, max 8.6e-6 px (DARK in float32 vs float64); the same pixel always
-    assert parity["mean_px"] < 1e-5 and parity["max_px"] < 1e-4 and parity["max_score_diff"] == 0
+    # measured: mean 2.0e-6, max 8.2e-6 px (DARK in float32 vs float64); the same pixel
+    # always. Scores: exact on a sigmoid body's 1/256 grid; the demo's linear (MSE) body
+    # dequantizes off that grid and the decode's float pass rounds the last bit (1.2e-7).
+    assert parity["mean_px"] < 1e-5 and parity["max_px"] < 1e-4
+    assert parity["max_score_diff"] <= 2.4e-7
 
 
 @pytest.mark.slow

@@ -60,11 +60,17 @@ def test_config_overrides_are_strict():
 
 
 def test_config_loss_picks_the_output_and_defaults_by_head():
-    fp, sb = configs.get_config("demo"), configs.get_config("simplebaseline_r50_coco_256x192")
+    fp, sb = (configs.get_config(n) for n in ("fasterpose_r50_coco_256x192",
+                                              "simplebaseline_r50_coco_256x192"))
     assert (fp.loss, fp.loss_name, fp.output_activation) == ("", "rce", "sigmoid")
     assert (sb.loss_name, sb.output_activation) == ("mse", "linear")
+    # The demo recipe sets its loss: the loss study's verdict (docs/ablation.md).
+    demo = configs.get_config("demo")
+    assert (demo.loss, demo.output_activation, demo.learning_rate) == ("mse", "linear", 1e-2)
     mse = configs.override(fp, "loss", "mse")
     assert (mse.loss_name, mse.output_activation) == ("mse", "linear")
+    sigmoid_mse = configs.override(fp, "loss", "sigmoid_mse")
+    assert (sigmoid_mse.loss_name, sigmoid_mse.output_activation) == ("sigmoid_mse", "sigmoid")
     assert configs.override(sb, "loss", "rce").output_activation == "sigmoid"
     assert configs.from_dict(mse.to_dict()) == mse
     with pytest.raises(ValueError, match="unknown loss 'bce'"):
