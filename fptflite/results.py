@@ -550,7 +550,8 @@ def paired_text(d: dict, digits: int = 3, sign: str = "+", per_seed: bool = Fals
     return text
 
 
-def _stat(stats: dict | None, digits: int = 3) -> str:
+def stat_text(stats: dict | None, digits: int = 3) -> str:
+    """``mean_sd`` of per-seed stats, or "-" where a figure was not measured."""
     return "-" if stats is None else mean_sd(stats, digits)
 
 
@@ -573,8 +574,8 @@ def render_ablation(result: AblationResult | dict) -> list[Row]:
         curve = (f"AP at {' / '.join(s['ap_at'])} of training "
                  + " / ".join(f"{x['mean']:.3f}" for x in s["ap_at"].values()) + ", "
                  if s["ap_at"] else "")
-        hidden = (f"AR {_stat(s.get('final_ar'))}, keypoint error "
-                  f"{_stat(s.get('kp_error'), 2)} crop px, PCK {_stat(s.get('pck'))}, "
+        hidden = (f"AR {stat_text(s.get('final_ar'))}, keypoint error "
+                  f"{stat_text(s.get('kp_error'), 2)} crop px, PCK {stat_text(s.get('pck'))}, "
                   if s.get("kp_error") else "")
         seeds = f"{len(s['seeds'])} seed{'s' if len(s['seeds']) != 1 else ''}"
         out.append(Row(f"ablation {v}, {setting}, {seeds}",

@@ -47,7 +47,7 @@ from fptflite import codec
 from fptflite.data import datasets
 from fptflite.evaluation import coco_eval, student_t
 from fptflite.models import MODELS, count_macs, get_entry, heatmap_logits_model
-from fptflite.results import AblationResult, paired_text
+from fptflite.results import AblationResult, paired_text, stat_text
 from fptflite.rundir import EVAL_DIR
 from fptflite.tasks import configs, trainer
 from fptflite.tasks.configs import TrainConfig
@@ -808,10 +808,6 @@ def _interval(d: dict, digits: int = 3, sign: str = "+") -> str:
     return paired_text(d, digits, sign, per_seed=True)
 
 
-def _cell(stats: dict | None, digits: int = 3) -> str:
-    return "-" if stats is None else mean_sd(stats, digits)
-
-
 def format_markdown(result: dict) -> str:
     """ablation.md: the arm x seeds table, the learning-rate sweeps, the verdict per claim and
     the single-change comparisons."""
@@ -836,10 +832,12 @@ def format_markdown(result: dict) -> str:
         curve = " / ".join(f"{s['ap_at'][k]['mean']:.3f}" for k in s["ap_at"])
         ms = " / ".join(f"{s['int8_ms'][str(n)]['mean']:.2f}" for n in LATENCY_THREADS)
         lines.append(
-            f"| {v} | {len(s['seeds'])} | {_cell(s['final_ap'])} | {_cell(s.get('final_ar'))} | "
-            f"{_cell(s.get('kp_error'), 2)} | {_cell(s.get('pck'))} | "
-            f"{_cell(s.get('ap_constant_score'))} | {_cell(s.get('flip_logits_ap'))} | {curve} | "
-            f"{s['macs'] / 1e6:.1f} | {_cell(s['int8_ap'])} | {ms} | "
+            f"| {v} | {len(s['seeds'])} | {stat_text(s['final_ap'])} | "
+            f"{stat_text(s.get('final_ar'))} | "
+            f"{stat_text(s.get('kp_error'), 2)} | {stat_text(s.get('pck'))} | "
+            f"{stat_text(s.get('ap_constant_score'))} | {stat_text(s.get('flip_logits_ap'))} | "
+            f"{curve} | "
+            f"{s['macs'] / 1e6:.1f} | {stat_text(s['int8_ap'])} | {ms} | "
             f"{mean_sd(s['train_s'], 1, 1 / 60)} |")
     sweeps = result.get("learning_rate_sweeps") or {}
     if sweeps:
