@@ -550,9 +550,12 @@ def paired_text(d: dict, digits: int = 3, sign: str = "+", per_seed: bool = Fals
     return text
 
 
-def stat_text(stats: dict | None, digits: int = 3) -> str:
-    """``mean_sd`` of per-seed stats, or "-" where a figure was not measured."""
-    return "-" if stats is None else mean_sd(stats, digits)
+def stat_text(stats: dict | None, digits: int = 3, num_seeds: int = 2) -> str:
+    """``mean_sd`` of per-seed stats; the mean alone for one seed (whose sd is not a
+    measurement); "-" where a figure was not measured."""
+    if stats is None:
+        return "-"
+    return mean_sd(stats, digits) if num_seeds > 1 else f"{stats['mean']:.{digits}f}"
 
 
 def render_ablation(result: AblationResult | dict) -> list[Row]:
@@ -561,8 +564,7 @@ def render_ablation(result: AblationResult | dict) -> list[Row]:
     the verdict on each of the paper's two claims and the single-change comparisons."""
     r = result if isinstance(result, AblationResult) else AblationResult.from_dict(result)
     cfg = r.recipe["config"]
-    setting = (f"recipe {r.recipe['name']}, {cfg['input_size'][0]}x{cfg['input_size'][1]}, "
-               f"{cfg['epochs']} epochs")
+    size = f"{cfg['input_size'][0]}x{cfg['input_size'][1]}"
     out = []
     side = (r.int8_ms_side_by_side or {}).get("ms", {})
     for v, s in r.summary.items():
@@ -574,13 +576,16 @@ def render_ablation(result: AblationResult | dict) -> list[Row]:
         curve = (f"AP at {' / '.join(s['ap_at'])} of training "
                  + " / ".join(f"{x['mean']:.3f}" for x in s["ap_at"].values()) + ", "
                  if s["ap_at"] else "")
-        hidden = (f"AR {stat_text(s.get('final_ar'))}, keypoint error "
-                  f"{stat_text(s.get('kp_error'), 2)} crop px, PCK {stat_text(s.get('pck'))}, "
-                  if s.get("kp_error") else "")
-        seeds = f"{len(s['seeds'])} seed{'s' if len(s['seeds']) != 1 else ''}"
+        n = len(s["seeds"])
+        hidden = (f"AR {stat_text(s.get('final_ar'), 3, n)}, keypoint error "
+                  f"{stat_text(s.get('kp_error'), 2, n)} crop px, "
+                  f"PCK {stat_text(s.get('pck'), 3, n)}, " if s.get("kp_error") else "")
+        setting = (f"recipe {r.recipe['name']}, {size}, "
+                   f"{s.get('epochs', cfg['epochs'])} epochs")  # an arm may set its own
+        seeds = f"{n} seed{'s' if n != 1 else ''}"
         out.append(Row(f"ablation {v}, {setting}, {seeds}",
-                       f"final AP {mean_sd(s['final_ap'])}, {hidden}{curve}int8 PTQ AP "
-                       f"{mean_sd(s['int8_ap'])}, int8 "
+                       f"final AP {stat_text(s['final_ap'], 3, n)}, {hidden}{curve}int8 PTQ AP "
+                       f"{stat_text(s['int8_ap'], 3, n)}, int8 "
                        f"{ms} ms ({' / '.join(s['int8_ms'])} threads{how}); "
                        f"{s['macs'] / 1e6:.1f} M MACs, {s['params'] / 1e6:.3f} M params"))
     for v, sw in r.learning_rate_sweeps.items():
@@ -599,7 +604,7 @@ def render_ablation(result: AblationResult | dict) -> list[Row]:
                        f"{paired_text(a['final_ap_difference'])}); trains faster: "
                        f"{a['trains_faster']} (AP at {a['early_fraction']:.0%} "
                        f"{paired_text(a['early_ap_difference'])})"
-                       + (f"; keypoint error {paired_text(kp, 2)} crop px"
+                       + (f"; keypoint error in crop px {paired_text(kp, 2)}"
                           if kp and kp.get("mean") is not None else "")))
     if b:
         side = b.get("int8_ms_fraction_side_by_side")
@@ -618,8 +623,8 @@ def render_ablation(result: AblationResult | dict) -> list[Row]:
                        + (f"; {latency}" if latency else "")))
     for c in r.comparisons:
         out.append(Row(f"{c['arm']} - {c['baseline']}",
-                       f"final AP {paired_text(c['final_ap_difference'])}; keypoint error "
-                       f"{paired_text(c['kp_error_difference'], 2)} crop px"))
+                       f"final AP {paired_text(c['final_ap_difference'])}; keypoint error in "
+                       f"crop px {paired_text(c['kp_error_difference'], 2)}"))
     return out
 
 

@@ -146,7 +146,10 @@ def test_learning_rate_sweep_picks_each_losss_best_rate_and_claims_pair_them():
                rec("fasterpose_mse", 0, 0.60, 1.0, 5e-3),
                rec("fasterpose_mse", 1, 0.59, 1.1, 5e-3),
                rec("fasterpose_rce:learning_rate=0.01:epochs=68", 0, 0.61, 0.9, 1e-2),
-               rec("fasterpose_sigmoid_mse:learning_rate=0.01", 0, 0.40, 3.0, 1e-2)]
+               rec("fasterpose_sigmoid_mse:learning_rate=0.01", 0, 0.40, 3.0, 1e-2),
+               rec("fasterpose_mse:epochs=68", 0, 0.66, 0.7, 5e-3),
+               # Not at MSE's chosen rate: compared with its own baseline only.
+               rec("fasterpose_mse:learning_rate=0.0025:epochs=68", 0, 0.62, 0.8, 2.5e-3)]
     sweeps = ablation.learning_rate_sweeps(records)
     assert sweeps["fasterpose_rce"]["chosen"] == "fasterpose_rce:learning_rate=0.01"
     assert [r["learning_rate"] for r in sweeps["fasterpose_rce"]["rows"]] == [5e-3, 1e-2, 2e-2]
@@ -159,7 +162,15 @@ def test_learning_rate_sweep_picks_each_losss_best_rate_and_claims_pair_them():
     assert set(comparisons) == {
         ("fasterpose_rce:learning_rate=0.01:epochs=68", "fasterpose_rce:learning_rate=0.01"),
         ("fasterpose_sigmoid_mse:learning_rate=0.01", "fasterpose_rce:learning_rate=0.01"),
-        ("fasterpose_sigmoid_mse:learning_rate=0.01", "fasterpose_mse")}
+        ("fasterpose_sigmoid_mse:learning_rate=0.01", "fasterpose_mse"),
+        ("fasterpose_mse:epochs=68", "fasterpose_mse"),
+        ("fasterpose_mse:learning_rate=0.0025:epochs=68", "fasterpose_mse"),
+        # Claim (a) at twice the epochs: each loss at its chosen rate, one same change.
+        ("fasterpose_rce:learning_rate=0.01:epochs=68", "fasterpose_mse:epochs=68")}
+    both_longer = comparisons[("fasterpose_rce:learning_rate=0.01:epochs=68",
+                               "fasterpose_mse:epochs=68")]
+    assert np.allclose(both_longer["final_ap_difference"]["per_seed"], [0.61 - 0.66])
+    assert np.allclose(both_longer["kp_error_difference"]["per_seed"], [0.9 - 0.7])
     longer = comparisons[("fasterpose_rce:learning_rate=0.01:epochs=68",
                           "fasterpose_rce:learning_rate=0.01")]
     assert np.allclose(longer["final_ap_difference"]["per_seed"], [0.05])
@@ -280,6 +291,11 @@ def test_tiny_study_schema_and_curves_from_the_runs(study):
     assert set(side["ms"]["fasterpose_rce"]) == {"1", "2"}
     table = (out / "ablation.md").read_text()
     assert "| fasterpose_rce | 1 |" in table and "| fasterpose_mse | 1 |" in table
+    # One seed: the mean alone, no sd of 0 that reads as a measured spread.
+    r0 = saved["runs"][0]
+    assert (f"| {r0['variant']} | 1 | {r0['final_ap']:.3f} | {r0['final_ar']:.3f} | "
+            f"{r0['kp_error']:.2f} | {r0['pck']:.3f} | {r0['ap_constant_score']:.3f} | "
+            "- |") in table
     assert "**(a) RCE vs MSE**" in table
     assert (out / "convergence.png").stat().st_size > 1000
 

@@ -158,6 +158,17 @@ def test_ablation_json_renders_variants_and_verdicts(tmp_path):
             "latency fraction (side by side), 2 threads 0.150 |") in md
     assert "int8 0.90 / 0.59 ms (1 / 2 threads, side by side)" in md
     assert "int8 9.70 / 4.85 ms (1 / 2 threads)" in md  # not timed side by side: the runs' own
+    # An arm of one seed with its own epochs: its epochs in the setting, its means alone (one
+    # seed has no sd to print).
+    result["summary"]["fasterpose_rce:epochs=68"] = {
+        **summary["fasterpose_rce"], "seeds": [0], "epochs": 68, "final_ap": stats(0.3, 0.0),
+        "int8_ap": stats(0.299, 0.0), "kp_error": stats(3.5, 0.0), "final_ar": stats(0.33, 0.0),
+        "pck": stats(0.9, 0.0)}
+    _write(tmp_path, "ablation.json", {"kind": "ablation", "provenance": PROV, "result": result})
+    md = report.render_markdown(report.collect(str(tmp_path)), rel_to=str(tmp_path))
+    assert ("| ablation fasterpose_rce:epochs=68, recipe demo, 128x128, 68 epochs, 1 seed | "
+            "final AP 0.300, AR 0.330, keypoint error 3.50 crop px, PCK 0.900, AP at 25% / 50% / "
+            "75% of training 0.050 / 0.101 / 0.151, int8 PTQ AP 0.299, int8 ") in md
 
 
 def test_unknown_kind_is_an_error_naming_the_file(tmp_path):

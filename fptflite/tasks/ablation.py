@@ -52,7 +52,6 @@ from fptflite.rundir import EVAL_DIR
 from fptflite.tasks import configs, trainer
 from fptflite.tasks.configs import TrainConfig
 from fptflite.tflite import benchmark, convert, runner
-from fptflite.utils.formatting import mean_sd
 from fptflite.utils.io import atomic_path, write_bytes_atomic, write_json_atomic
 
 RESULT_FILE = "ablation.json"
@@ -750,7 +749,8 @@ SIGMOID_MSE_BASELINES = ("fasterpose_rce", "fasterpose_mse")
 
 def comparisons(records: list[dict]) -> list[dict]:
     """Every arm beyond the sweeps (longer training, another prior, MSE on the sigmoid
-    output) against its baselines, seed by seed: final AP and keypoint error differences.
+    output) against its baselines, and claim (a)'s two losses under one same change
+    (``claim_a_under_same_change``), seed by seed: final AP and keypoint error differences.
 
     Returns:
         [{"arm", "baseline", "final_ap_difference", "kp_error_difference"}] (``paired``).
@@ -766,12 +766,39 @@ def comparisons(records: list[dict]) -> list[dict]:
         else:
             continue
         for base in baselines:
-            out.append({"arm": arm, "baseline": base,
-                        "final_ap_difference": paired(records, arm, base,
-                                                      lambda r: r["final_ap"]),
-                        "kp_error_difference": paired(records, arm, base,
-                                                      lambda r: r.get("kp_error"))})
+            out.append(_comparison(records, arm, base))
+    # Claim (a) under one same change (e.g. twice the epochs): each loss at its chosen rate.
+    for arm, base in claim_a_under_same_change(records, sweeps):
+        out.append(_comparison(records, arm, base))
     return out
+
+
+def _comparison(records: list[dict], arm: str, base: str) -> dict:
+    return {"arm": arm, "baseline": base,
+            "final_ap_difference": paired(records, arm, base, lambda r: r["final_ap"]),
+            "kp_error_difference": paired(records, arm, base, lambda r: r.get("kp_error"))}
+
+
+def _rate_and_change(arm: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """An arm's (learning-rate overrides, the other overrides)."""
+    overrides = parse_arm(arm).overrides
+    rate = tuple(o for o in overrides if o.partition("=")[0] == SWEPT_KEY)
+    return rate, tuple(o for o in overrides if o not in rate)
+
+
+def claim_a_under_same_change(records: list[dict],
+                              sweeps: dict[str, dict]) -> list[tuple[str, str]]:
+    """(RCE arm, MSE arm) pairs of claim (a)'s variants, each at its chosen rate with one and
+    the same further change (e.g. ":epochs=68" on both), that both have runs."""
+    chosen = {v: _rate_and_change(chosen_arm(sweeps, v))[0] for v in CLAIMS["a"]}
+    changed = {v: {} for v in CLAIMS["a"]}
+    for arm in dict.fromkeys(arm_of(r) for r in records):
+        v = parse_arm(arm).variant.name
+        rate, change = _rate_and_change(arm)
+        if v in changed and change and rate == chosen[v]:
+            changed[v][change] = arm
+    first, second = (changed[v] for v in CLAIMS["a"])
+    return [(first[c], second[c]) for c in first if c in second]
 
 
 def seeds_per_variant(records: list[dict], requested: Sequence[str]) -> dict[str, int]:
@@ -818,7 +845,8 @@ def format_markdown(result: dict) -> str:
              f"{cfg['input_size'][1]}, {cfg['epochs']} epochs at learning rate "
              f"{cfg['learning_rate']:g} unless an arm says otherwise, evaluation every "
              f"{cfg['eval_every_epochs']} epochs (flip test {cfg['eval_flip_test']}); values "
-             "are mean ± sd over seeds; AR, keypoint error (kp err, crop pixels), PCK (within "
+             "are mean ± sd over seeds (the mean alone for one seed); AR, keypoint error "
+             "(kp err, crop pixels), PCK (within "
              f"{coco_eval.PCK_THRESHOLD:g} of the crop height) and AP with every person scored 1 "
              "(AP const) are of the final evaluation; flip-logit AP averages the flip test's "
              "logits instead of its probabilities (sigmoid outputs); AP at x% interpolated "
@@ -831,14 +859,15 @@ def format_markdown(result: dict) -> str:
     for v, s in result["summary"].items():
         curve = " / ".join(f"{s['ap_at'][k]['mean']:.3f}" for k in s["ap_at"])
         ms = " / ".join(f"{s['int8_ms'][str(n)]['mean']:.2f}" for n in LATENCY_THREADS)
+        n = len(s["seeds"])
         lines.append(
-            f"| {v} | {len(s['seeds'])} | {stat_text(s['final_ap'])} | "
-            f"{stat_text(s.get('final_ar'))} | "
-            f"{stat_text(s.get('kp_error'), 2)} | {stat_text(s.get('pck'))} | "
-            f"{stat_text(s.get('ap_constant_score'))} | {stat_text(s.get('flip_logits_ap'))} | "
-            f"{curve} | "
-            f"{s['macs'] / 1e6:.1f} | {stat_text(s['int8_ap'])} | {ms} | "
-            f"{mean_sd(s['train_s'], 1, 1 / 60)} |")
+            f"| {v} | {n} | {stat_text(s['final_ap'], 3, n)} | "
+            f"{stat_text(s.get('final_ar'), 3, n)} | "
+            f"{stat_text(s.get('kp_error'), 2, n)} | {stat_text(s.get('pck'), 3, n)} | "
+            f"{stat_text(s.get('ap_constant_score'), 3, n)} | "
+            f"{stat_text(s.get('flip_logits_ap'), 3, n)} | {curve} | "
+            f"{s['macs'] / 1e6:.1f} | {stat_text(s['int8_ap'], 3, n)} | {ms} | "
+            f"{stat_text({k: x / 60 for k, x in s['train_s'].items()}, 1, n)} |")
     sweeps = result.get("learning_rate_sweeps") or {}
     if sweeps:
         lines += ["", "Learning-rate sweeps (one seed each; the chosen rate has the highest "
