@@ -66,7 +66,7 @@ def test_config_loss_picks_the_output_and_defaults_by_head():
     assert (sb.loss_name, sb.output_activation) == ("mse", "linear")
     # The demo recipe sets its loss: the loss study's verdict (docs/ablation.md).
     demo = configs.get_config("demo")
-    assert (demo.loss, demo.output_activation, demo.learning_rate) == ("mse", "linear", 1e-2)
+    assert (demo.loss, demo.output_activation, demo.learning_rate) == ("mse", "linear", 2e-2)
     mse = configs.override(fp, "loss", "mse")
     assert (mse.loss_name, mse.output_activation) == ("mse", "linear")
     sigmoid_mse = configs.override(fp, "loss", "sigmoid_mse")
