@@ -148,7 +148,7 @@ def test_learning_rate_sweep_picks_each_losss_best_rate_and_claims_pair_them():
                rec("fasterpose_rce:learning_rate=0.01:epochs=68", 0, 0.61, 0.9, 1e-2),
                rec("fasterpose_sigmoid_mse:learning_rate=0.01", 0, 0.40, 3.0, 1e-2),
                rec("fasterpose_mse:epochs=68", 0, 0.66, 0.7, 5e-3),
-               # Not at MSE's chosen rate: compared with its own baseline only.
+               # Not at MSE's chosen rate: compared with the same rate's 34 epochs only.
                rec("fasterpose_mse:learning_rate=0.0025:epochs=68", 0, 0.62, 0.8, 2.5e-3)]
     sweeps = ablation.learning_rate_sweeps(records)
     assert sweeps["fasterpose_rce"]["chosen"] == "fasterpose_rce:learning_rate=0.01"
@@ -164,7 +164,7 @@ def test_learning_rate_sweep_picks_each_losss_best_rate_and_claims_pair_them():
         ("fasterpose_sigmoid_mse:learning_rate=0.01", "fasterpose_rce:learning_rate=0.01"),
         ("fasterpose_sigmoid_mse:learning_rate=0.01", "fasterpose_mse"),
         ("fasterpose_mse:epochs=68", "fasterpose_mse"),
-        ("fasterpose_mse:learning_rate=0.0025:epochs=68", "fasterpose_mse"),
+        ("fasterpose_mse:learning_rate=0.0025:epochs=68", "fasterpose_mse:learning_rate=0.0025"),
         # Claim (a) at twice the epochs: each loss at its chosen rate, one same change.
         ("fasterpose_rce:learning_rate=0.01:epochs=68", "fasterpose_mse:epochs=68")}
     both_longer = comparisons[("fasterpose_rce:learning_rate=0.01:epochs=68",
@@ -332,3 +332,17 @@ def test_budget_too_small_is_refused_after_a_probe(study, tmp_path):
                                          r"variant \(the cheapest, fasterpose_mse"):
         ablation.run(opts)
     assert not (out / "probe").exists() and not (out / "runs").exists()
+
+
+def test_convergence_styles_one_colour_family_per_variant_and_chosen_arms_thick():
+    arms = ["fasterpose_rce", "fasterpose_rce:learning_rate=0.02",
+            "fasterpose_rce:learning_rate=0.02:epochs=68", "fasterpose_mse"]
+    styles = ablation.arm_styles(arms, chosen=["fasterpose_rce:learning_rate=0.02"])
+    rce, rce_chosen, mse = (np.array(styles[a]["color"][:3]) for a in (
+        "fasterpose_rce", "fasterpose_rce:learning_rate=0.02", "fasterpose_mse"))
+    assert rce[0] > rce[2] and rce_chosen[0] > rce_chosen[2]  # RCE's arms: Reds
+    assert mse[2] > mse[0] and not np.allclose(rce, rce_chosen)  # MSE: Blues; a shade per arm
+    assert [styles[a]["linestyle"] for a in arms] == ["--", "-", "-", "--"]
+    assert styles["fasterpose_rce:learning_rate=0.02"]["linewidth"] > styles[
+        "fasterpose_rce:learning_rate=0.02:epochs=68"]["linewidth"] > styles[
+        "fasterpose_rce"]["linewidth"]

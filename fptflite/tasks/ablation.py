@@ -33,6 +33,7 @@ interval (``fptflite.evaluation.student_t``).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import re
@@ -742,8 +743,9 @@ def verdicts(records: list[dict], side_by_side: dict | None = None) -> dict:
     return out
 
 
-# The baselines of arms that change more than the learning rate: the same variant's chosen
-# arm; MSE on the sigmoid output against RCE (same output) and MSE (same loss).
+# The baselines of arms that change more than the learning rate: the same variant at the same
+# rate (``_same_rate_arm``); MSE on the sigmoid output against RCE (same output) and MSE (same
+# loss), each at its chosen rate.
 SIGMOID_MSE_BASELINES = ("fasterpose_rce", "fasterpose_mse")
 
 
@@ -762,7 +764,7 @@ def comparisons(records: list[dict]) -> list[dict]:
         if a.variant.name == "fasterpose_sigmoid_mse":
             baselines = [chosen_arm(sweeps, v) for v in SIGMOID_MSE_BASELINES]
         elif not a.is_sweep_point:
-            baselines = [chosen_arm(sweeps, a.variant.name)]
+            baselines = [_same_rate_arm(arm, records, sweeps)]
         else:
             continue
         for base in baselines:
@@ -771,6 +773,15 @@ def comparisons(records: list[dict]) -> list[dict]:
     for arm, base in claim_a_under_same_change(records, sweeps):
         out.append(_comparison(records, arm, base))
     return out
+
+
+def _same_rate_arm(arm: str, records: list[dict], sweeps: dict[str, dict]) -> str:
+    """The baseline of an arm that changes more than the rate: its variant at the same rate
+    when that has runs (e.g. ":learning_rate=0.01:epochs=68" against ":learning_rate=0.01"),
+    else the variant's chosen arm."""
+    same_rate = ARM_SEPARATOR.join([parse_arm(arm).variant.name, *_rate_and_change(arm)[0]])
+    return same_rate if any(arm_of(r) == same_rate for r in records) else chosen_arm(
+        sweeps, parse_arm(arm).variant.name)
 
 
 def _comparison(records: list[dict], arm: str, base: str) -> dict:
@@ -917,16 +928,42 @@ def format_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+# One colour family per variant (shades for its arms), in order of first appearance.
+PLOT_COLORMAPS = ("Reds", "Blues", "Purples", "Greens", "Oranges", "Greys")
+
+
+def arm_styles(arms: Sequence[str], chosen: Sequence[str]) -> dict[str, dict]:
+    """matplotlib line styles per arm: the variant's colour family, a shade per arm; chosen
+    arms thick and solid, other sweep points thin and dashed, other changes solid."""
+    import matplotlib  # lazy, as in plot_convergence
+
+    by_variant: dict[str, list[str]] = {}
+    for arm in arms:
+        by_variant.setdefault(parse_arm(arm).variant.name, []).append(arm)
+    styles = {}
+    for members, cmap_name in zip(by_variant.values(), itertools.cycle(PLOT_COLORMAPS)):
+        cmap = matplotlib.colormaps[cmap_name]
+        for i, arm in enumerate(members):
+            shade = 0.5 + 0.45 * (i / max(len(members) - 1, 1))
+            sweep_point = parse_arm(arm).is_sweep_point
+            styles[arm] = {"color": cmap(shade),
+                           "linewidth": 2.4 if arm in chosen else 1.0 if sweep_point else 1.6,
+                           "linestyle": "--" if sweep_point and arm not in chosen else "-"}
+    return styles
+
+
 def plot_convergence(result: dict, path: str) -> None:
     """AP and keypoint error against epoch: each arm's mean over seeds, with the seeds'
-    min-max band."""
+    min-max band; one colour family per variant, chosen arms thick (``arm_styles``)."""
     # lazy: matplotlib (and its Agg backend choice) only when a picture is drawn
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # after matplotlib.use, as pyplot requires
 
-    fig, (ax_ap, ax_kp) = plt.subplots(1, 2, figsize=(12, 4.8))
+    chosen = [sw["chosen"] for sw in (result.get("learning_rate_sweeps") or {}).values()]
+    styles = arm_styles(list(result["summary"]), chosen)
+    fig, (ax_ap, ax_kp) = plt.subplots(1, 2, figsize=(12, 6.4))
     for v in result["summary"]:
         curves = [r["curve"] for r in result["runs"] if arm_of(r) == v]
         epochs = [p["epoch"] for p in curves[0]]
@@ -935,10 +972,10 @@ def plot_convergence(result: dict, path: str) -> None:
             if any(p.get(key) is None for c in same for p in c):
                 continue
             y = np.array([[p[key] for p in c] for c in same])
-            line, = ax.plot(epochs, y.mean(axis=0), marker="o", markersize=3,
-                            label=f"{v} (n={len(y)})")
-            ax.fill_between(epochs, y.min(axis=0), y.max(axis=0), alpha=0.2,
-                            color=line.get_color())
+            ax.plot(epochs, y.mean(axis=0), marker="o", markersize=2.5,
+                    label=f"{v} (n={len(y)}){' chosen' if v in chosen else ''}", **styles[v])
+            ax.fill_between(epochs, y.min(axis=0), y.max(axis=0), alpha=0.15,
+                            color=styles[v]["color"])
     ax_ap.set_ylabel("val AP (float)")
     ax_kp.set_ylabel("mean keypoint error (crop px)")
     ax_kp.set_yscale("log")
@@ -947,8 +984,10 @@ def plot_convergence(result: dict, path: str) -> None:
         ax.grid(alpha=0.3)
     fig.suptitle(f"Ablation, recipe {result['recipe']['name']}: mean and seed range")
     if result["summary"]:
-        ax_ap.legend(fontsize=7)
-    fig.tight_layout()
+        fig.legend(*ax_ap.get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=7)
+        fig.tight_layout(rect=(0, 0.06 + 0.022 * ((len(result["summary"]) + 2) // 3), 1, 1))
+    else:
+        fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120)
     plt.close(fig)
