@@ -98,10 +98,10 @@ CONFIGS: dict[str, Any] = {
     # Paper recipe (SimpleBaseline / FasterPose): Adam 1e-3, 140 epochs, x0.1 at 90 and 120.
     # Loss: the head's paper's (FasterPose: RCE on a sigmoid output, which its paper reports
     # ahead of MSE on COCO with ImageNet backbones). Our loss study (docs/ablation.md) found
-    # MSE on a linear output ahead by about 4 AP points with each loss at its best learning
-    # rate, but on the demo regime only (MobileNetV2 0.5 from random initialisation, 34
-    # epochs, synthetic people): it does not reach these recipes, which keep the paper's loss
-    # (--set=loss=mse trains the other).
+    # MSE on a linear output ahead by about 5 AP points with each loss at its best learning
+    # rate, and by about 4 at twice the epochs, but on the demo regime only (MobileNetV2 0.5
+    # from random initialisation, 34 or 68 epochs, synthetic people): it does not reach these
+    # recipes, which keep the paper's loss (--set=loss=mse trains the other).
     **{f"{m}_coco_256x192": (lambda m=m: _coco(m)) for m in (
         "fasterpose_r50", "fasterpose_r101", "fasterpose_r152", "fasterpose_mnv2",
         "simplebaseline_r50", "simplebaseline_r101", "simplebaseline_r152",
