@@ -12,19 +12,6 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = pathlib.Path(os.environ.get("FPTFLITE_SHARED_DATA", REPO.parent / "shared" / "data"))
 COCO_SAMPLE = SHARED_DATA / "coco_val2017_sample"
 
-# The longest test files first (minutes on a 2-core CPU, measured by make test's
-# --durations): with `-n 2 --dist loadfile` a worker takes whole files in collection order, and
-# the main job's file (about 12 minutes) collected near the end ran alone while the other
-# worker idled: 21.7 minutes in all.
-LONGEST_FILES_FIRST = ("test_main_job.py", "test_mpii_chain.py", "test_android.py",
-                       "test_training.py", "test_imports.py")
-
-
-def pytest_collection_modifyitems(session, config, items):
-    """Moves the longest files to the front, each file's tests kept in order (a stable sort)."""
-    rank = {name: i for i, name in enumerate(LONGEST_FILES_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FILES_FIRST)))
-
 
 @pytest.fixture
 def rng():
