@@ -121,13 +121,19 @@ class Arm:
     overrides: tuple[str, ...]
 
     @property
-    def override_keys(self) -> tuple[str, ...]:
-        return tuple(o.partition("=")[0] for o in self.overrides)
+    def rate_overrides(self) -> tuple[str, ...]:
+        """Its overrides of the swept learning rate (none or one)."""
+        return tuple(o for o in self.overrides if o.partition("=")[0] == SWEPT_KEY)
+
+    @property
+    def change(self) -> tuple[str, ...]:
+        """Its overrides beyond the learning rate (e.g. ("epochs=68",))."""
+        return tuple(o for o in self.overrides if o not in self.rate_overrides)
 
     @property
     def is_sweep_point(self) -> bool:
         """True when the arm only sets the swept learning rate (or nothing)."""
-        return set(self.override_keys) <= {SWEPT_KEY}
+        return not self.change
 
 
 def _canonical_value(raw: str) -> str:
@@ -779,9 +785,10 @@ def _same_rate_arm(arm: str, records: list[dict], sweeps: dict[str, dict]) -> st
     """The baseline of an arm that changes more than the rate: its variant at the same rate
     when that has runs (e.g. ":learning_rate=0.01:epochs=68" against ":learning_rate=0.01"),
     else the variant's chosen arm."""
-    same_rate = ARM_SEPARATOR.join([parse_arm(arm).variant.name, *_rate_and_change(arm)[0]])
+    a = parse_arm(arm)
+    same_rate = ARM_SEPARATOR.join([a.variant.name, *a.rate_overrides])
     return same_rate if any(arm_of(r) == same_rate for r in records) else chosen_arm(
-        sweeps, parse_arm(arm).variant.name)
+        sweeps, a.variant.name)
 
 
 def _comparison(records: list[dict], arm: str, base: str) -> dict:
@@ -790,24 +797,17 @@ def _comparison(records: list[dict], arm: str, base: str) -> dict:
             "kp_error_difference": paired(records, arm, base, lambda r: r.get("kp_error"))}
 
 
-def _rate_and_change(arm: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """An arm's (learning-rate overrides, the other overrides)."""
-    overrides = parse_arm(arm).overrides
-    rate = tuple(o for o in overrides if o.partition("=")[0] == SWEPT_KEY)
-    return rate, tuple(o for o in overrides if o not in rate)
-
-
 def claim_a_under_same_change(records: list[dict],
                               sweeps: dict[str, dict]) -> list[tuple[str, str]]:
     """(RCE arm, MSE arm) pairs of claim (a)'s variants, each at its chosen rate with one and
     the same further change (e.g. ":epochs=68" on both), that both have runs."""
-    chosen = {v: _rate_and_change(chosen_arm(sweeps, v))[0] for v in CLAIMS["a"]}
+    chosen = {v: parse_arm(chosen_arm(sweeps, v)).rate_overrides for v in CLAIMS["a"]}
     changed = {v: {} for v in CLAIMS["a"]}
     for arm in dict.fromkeys(arm_of(r) for r in records):
-        v = parse_arm(arm).variant.name
-        rate, change = _rate_and_change(arm)
-        if v in changed and change and rate == chosen[v]:
-            changed[v][change] = arm
+        a = parse_arm(arm)
+        v = a.variant.name
+        if v in changed and a.change and a.rate_overrides == chosen[v]:
+            changed[v][a.change] = arm
     first, second = (changed[v] for v in CLAIMS["a"])
     return [(first[c], second[c]) for c in first if c in second]
 
